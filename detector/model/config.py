@@ -1,0 +1,75 @@
+"""RetinaNetConfig: every setting of the model in one flat, readable dataclass.
+
+It is what a YAML config's `model.detector` section spells out, what a checkpoint stores (as a
+plain dict, under "detector_config"), and what `build_retinanet` turns into a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class RetinaNetConfig:
+    num_classes: int = 80
+
+    # Backbone: ResNet-FPN, P3-P7.
+    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    backbone_weights: str | None = None  # e.g. "IMAGENET1K_V1" (needs internet once), None = random
+    frozen_stages: int = 0  # 0 none, 1 stem, 2 stem + layer1, ... 5 all
+    freeze_bn: bool = False
+    fpn_channels: int = 256
+    p6_from: str = "p5"  # "p5" (torchvision v1) | "c5" (paper)
+
+    # Anchors: sizes per level P3..P7, x scales, x ratios (height / width).
+    anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512)
+    anchor_scales: tuple[float, ...] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    torchvision_anchors: bool = False  # integer sizes + rounded corners, as torchvision
+
+    # Head.
+    head_convs: int = 4
+    head_group_norm: bool = False
+    prior_prob: float | None = 0.01  # None: classification bias 0 (for the loss study)
+
+    # Matching.
+    fg_iou: float = 0.5
+    bg_iou: float = 0.4
+    allow_low_quality_matches: bool = True
+
+    # Losses.
+    cls_loss: str = "focal"  # focal | ce | ohem
+    alpha: float | None = 0.25
+    gamma: float = 2.0
+    ohem_neg_pos_ratio: float = 3.0
+    box_loss: str = "smooth_l1"  # smooth_l1 | l1 | giou
+    smooth_l1_beta: float = 0.1
+    box_loss_weight: float = 1.0
+    normalizer_momentum: float | None = None  # None: this batch's positives; 0.9: EMA
+    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    # Inference.
+    score_thresh: float = 0.05
+    topk_candidates: int = 1000
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    # Input: normalisation, and the resize `predict` applies (training data are resized by the
+    # data pipeline). Padding to a multiple of the largest stride keeps anchor strides nominal.
+    min_size: int = 800
+    max_size: int = 1333
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    size_divisible: int = 128
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RetinaNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RetinaNetConfig keys: {', '.join(unknown)}")
+        tuples = {f.name for f in fields(cls) if "tuple" in str(f.type)}
+        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})

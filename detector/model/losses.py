@@ -1,0 +1,226 @@
+"""RetinaNet losses: classification (focal, CE, alpha-balanced CE, OHEM) and box regression.
+
+Shape symbols: N images, R anchors, K classes, M ground-truth boxes per image (padded).
+
+Classification is per anchor and per class with sigmoids (no background class). For a logit x
+with target y in {0, 1}, p = sigmoid(x) and p_t = p if y = 1 else 1 - p:
+
+    CE(p_t) = -log(p_t)
+    FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t),  alpha_t = alpha if y = 1 else 1 - alpha
+
+gamma = 0 gives alpha-balanced CE, and with alpha = None plain CE. Anchors the matcher ignores add
+nothing. The summed loss is divided by the number of positive anchors in the whole batch (at
+least 1), all-reduced across processes when training is distributed, or by an exponential moving
+average of that number (detectron2's option).
+
+OHEM (the paper's baseline): plain CE, but per image only the positives and the 3x as many
+negatives with the highest loss count.
+
+`RetinaNetLoss.forward` returns its parts by name ("loss_cls", "loss_box", "loss") and, detached,
+the statistics that explain the foreground/background imbalance (see `ImbalanceStats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import generalized_box_iou_loss
+
+from .box_coder import BoxCoder
+from .matcher import BACKGROUND, IGNORE
+
+CLS_LOSSES = ("focal", "ce", "ohem")
+BOX_LOSSES = ("smooth_l1", "l1", "giou")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss part is NaN or infinite; `part` names it ("loss_cls" or "loss_box")."""
+
+    def __init__(self, part: str, detail: str = "") -> None:
+        self.part = part
+        super().__init__(f"{part} is not finite{': ' + detail if detail else ''}")
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float | None = 0.25, gamma: float = 2.0) -> Tensor:
+    """Element-wise focal loss (same shape as `logits`); gamma=0, alpha=None is plain BCE.
+
+    Equal in value and gradient to torchvision.ops.sigmoid_focal_loss(reduction="none")
+    (which spells alpha=None as alpha=-1).
+    """
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if gamma != 0:
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        ce = ce * (1 - p_t) ** gamma
+    if alpha is not None:
+        ce = (alpha * targets + (1 - alpha) * (1 - targets)) * ce
+    return ce
+
+
+@dataclass
+class ImbalanceStats:
+    """Detached statistics of one batch; counts are per image (mean over the batch).
+
+    - positives / negatives / ignored: anchors of each kind per image.
+    - neg_loss_share: share of the classification loss that comes from negative anchors.
+    - easy_neg_loss_share: share that comes from easy negatives, p_t > 0.5 (i.e. p < 0.5).
+    """
+
+    positives: float
+    negatives: float
+    ignored: float
+    neg_loss_share: float
+    easy_neg_loss_share: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {prefix + k: v for k, v in self.__dict__.items()}
+
+
+class RetinaNetLoss(nn.Module):
+    """Classification + box loss from matched anchors.
+
+    Args:
+        num_classes: K.
+        cls_loss: "focal" (alpha, gamma), "ce" (gamma ignored: alpha-balanced when alpha is set,
+            plain otherwise) or "ohem" (plain CE on positives + the hardest negatives).
+        alpha: focal/CE balance of positives in [0, 1], or None for none.
+        gamma: focusing parameter >= 0.
+        ohem_neg_pos_ratio: negatives kept per positive with OHEM.
+        box_loss: "smooth_l1" (beta), "l1" or "giou" (on decoded boxes).
+        smooth_l1_beta: transition point of smooth L1 (0 is L1).
+        box_loss_weight: weight of the box loss in the total.
+        normalizer_momentum: None divides by the batch's positives; m in (0, 1) divides by an EMA
+            norm <- m * norm + (1 - m) * positives (detectron2 uses 0.9).
+        box_coder: the coder that turns matched boxes into regression targets.
+    """
+
+    def __init__(
+        self, num_classes: int, *, cls_loss: str = "focal", alpha: float | None = 0.25, gamma: float = 2.0,
+        ohem_neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", smooth_l1_beta: float = 0.1,
+        box_loss_weight: float = 1.0, normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None,
+    ) -> None:
+        super().__init__()
+        if cls_loss not in CLS_LOSSES:
+            raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if normalizer_momentum is not None and not 0.0 < normalizer_momentum < 1.0:
+            raise ValueError(f"normalizer_momentum must be in (0, 1) or None, got {normalizer_momentum}")
+        self.num_classes = num_classes
+        self.cls_loss = cls_loss
+        self.alpha = alpha
+        self.gamma = gamma if cls_loss == "focal" else 0.0
+        self.ohem_neg_pos_ratio = ohem_neg_pos_ratio
+        self.box_loss = box_loss
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_loss_weight = box_loss_weight
+        self.normalizer_momentum = normalizer_momentum
+        self.box_coder = box_coder or BoxCoder()
+        self.register_buffer("ema_positives", torch.tensor(100.0), persistent=True)
+
+    def _normalizer(self, num_pos: Tensor) -> Tensor:
+        num_pos = num_pos.detach().float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # DDP averages gradients over processes, so divide by the mean count, not the sum.
+            torch.distributed.all_reduce(num_pos)
+            num_pos = num_pos / torch.distributed.get_world_size()
+        if self.normalizer_momentum is None:
+            return num_pos.clamp(min=1.0)
+        if self.training:
+            m = self.normalizer_momentum
+            self.ema_positives.mul_(m).add_((1 - m) * num_pos)
+        return self.ema_positives.clamp(min=1.0)
+
+    def forward(
+        self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, matches: Tensor, gt_boxes: Tensor,
+        gt_labels: Tensor,
+    ) -> tuple[dict[str, Tensor], ImbalanceStats]:
+        """Loss parts and statistics.
+
+        Args:
+            cls_logits: (N, R, K).
+            box_deltas: (N, R, 4).
+            anchors: (R, 4) XYXY.
+            matches: (N, R) from the Matcher: box index, BACKGROUND or IGNORE.
+            gt_boxes: (N, M, 4) XYXY, padded.
+            gt_labels: (N, M) in 0..K-1 (padding is never read).
+
+        Returns:
+            ({"loss_cls": (), "loss_box": (), "loss": ()}, ImbalanceStats)
+        """
+        n, r, k = cls_logits.shape
+        if gt_boxes.shape[1] == 0:  # no box in the whole batch: one dummy slot that no anchor matches
+            gt_boxes = gt_boxes.new_zeros((n, 1, 4))
+            gt_labels = gt_labels.new_zeros((n, 1))
+        positive = matches >= 0  # (N, R)
+        valid = matches != IGNORE  # (N, R)
+        safe = matches.clamp(min=0)  # (N, R) index into the M boxes
+        labels = torch.gather(gt_labels, 1, safe)  # (N, R)
+        labels = torch.where(positive, labels, torch.full_like(labels, k))  # K means "no class"
+        classes = torch.arange(k, device=labels.device)
+        targets = (labels[..., None] == classes).float()  # (N, R, K) one-hot, all zero off positives
+
+        logits = cls_logits.float()
+        per_elem = sigmoid_focal_loss(logits, targets, self.alpha, self.gamma)  # (N, R, K)
+        per_elem = per_elem * valid[..., None]
+        if self.cls_loss == "ohem":
+            per_elem = per_elem * self._ohem_keep(per_elem.detach().sum(-1), positive, valid)[..., None]
+
+        num_pos = positive.sum()
+        norm = self._normalizer(num_pos)
+        loss_cls = per_elem.sum() / norm
+
+        matched_boxes = torch.gather(gt_boxes, 1, safe[..., None].expand(n, r, 4))[positive]  # (P, 4)
+        pos_deltas = box_deltas[positive].float()  # (P, 4)
+        pos_anchors = anchors[None].expand(n, r, 4)[positive]  # (P, 4)
+        if self.box_loss == "giou":
+            pred = self.box_coder.decode(pos_deltas, pos_anchors)
+            loss_box = generalized_box_iou_loss(pred, matched_boxes.float(), reduction="sum")
+        else:
+            target_deltas = self.box_coder.encode(pos_anchors, matched_boxes)
+            beta = 0.0 if self.box_loss == "l1" else self.smooth_l1_beta
+            if beta == 0.0:
+                loss_box = F.l1_loss(pos_deltas, target_deltas, reduction="sum")
+            else:
+                loss_box = F.smooth_l1_loss(pos_deltas, target_deltas, beta=beta, reduction="sum")
+        loss_box = loss_box / norm
+
+        parts = {"loss_cls": loss_cls, "loss_box": loss_box}
+        for name, value in parts.items():
+            if not torch.isfinite(value):
+                detail = "the head's logits are not finite" if not torch.isfinite(cls_logits).all() else ""
+                if name == "loss_box" and not torch.isfinite(box_deltas).all():
+                    detail = "the head's box deltas are not finite"
+                raise NonFiniteLossError(name, detail)
+        parts["loss"] = loss_cls + self.box_loss_weight * loss_box
+        return parts, self._stats(per_elem.detach(), logits.detach(), positive, valid, n)
+
+    def _ohem_keep(self, anchor_loss: Tensor, positive: Tensor, valid: Tensor) -> Tensor:
+        """(N, R) bool: positives plus, per image, the ratio x #positives (at least 1) hardest negatives."""
+        negative = valid & ~positive
+        neg_loss = torch.where(negative, anchor_loss, torch.full_like(anchor_loss, -1.0))
+        order = neg_loss.argsort(dim=1, descending=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+        quota = (positive.sum(1, keepdim=True) * self.ohem_neg_pos_ratio).clamp(min=1)  # (N, 1)
+        return positive | (negative & (rank < quota))
+
+    @staticmethod
+    def _stats(per_elem: Tensor, logits: Tensor, positive: Tensor, valid: Tensor, n: int) -> ImbalanceStats:
+        negative = valid & ~positive
+        total = per_elem.sum().clamp(min=1e-12)
+        neg_elem = per_elem * negative[..., None]
+        easy = logits < 0  # p < 0.5, i.e. p_t > 0.5 for a zero target
+        return ImbalanceStats(
+            positives=float(positive.sum()) / n,
+            negatives=float(negative.sum()) / n,
+            ignored=float((~valid).sum()) / n,
+            neg_loss_share=float(neg_elem.sum() / total),
+            easy_neg_loss_share=float((neg_elem * easy).sum() / total),
+        )

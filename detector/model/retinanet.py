@@ -1,0 +1,184 @@
+"""RetinaNet: a plain nn.Module that anyone can use without Lightning.
+
+Shape symbols: N images, R anchors, K classes, M ground-truth boxes per image (padded),
+L = 5 levels (P3-P7).
+
+Contract:
+- `forward(images)`: normalised, padded images (N, 3, H, W) -> `HeadOutputs` with cls_logits
+  (N, R, K), box_deltas (N, R, 4), anchors (R, 4) XYXY and the anchors per level.
+- `loss(outputs, gt_boxes (N, M, 4), gt_labels (N, M), gt_valid (N, M))` -> (dict of loss parts,
+  ImbalanceStats). Boxes XYXY in input pixels, labels 0..K-1.
+- `detect(outputs, image_sizes (N, 2))` -> per image {"boxes", "scores", "labels"} in input pixels.
+- `predict(list of (3, H_i, W_i) float tensors in [0, 1])` -> per image {"boxes" (D, 4) XYXY in that
+  image's own pixels, "scores" (D,), "labels" (D,)}: resize (min_size/max_size), normalise, pad,
+  detect, map back. This is also the path a torchvision RetinaNet takes, step for step.
+- `normalize(images)`: uint8 [0, 255] or float [0, 1] (N, 3, H, W) -> normalised float.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .anchors import AnchorGenerator
+from .backbone import ResNetFPN
+from .box_coder import BoxCoder
+from .config import RetinaNetConfig
+from .head import RetinaNetHead
+from .losses import ImbalanceStats, RetinaNetLoss
+from .matcher import Matcher
+from .postprocess import PostProcessor
+
+
+class HeadOutputs(NamedTuple):
+    cls_logits: Tensor  # (N, R, K)
+    box_deltas: Tensor  # (N, R, 4)
+    anchors: Tensor  # (R, 4)
+    num_anchors_per_level: list[int]
+
+
+class RetinaNet(nn.Module):
+    """Backbone + head + the parts that turn head outputs into losses or detections.
+
+    Build it with `build_retinanet(config)`; the parts are injected here so that each can be
+    swapped or tested alone.
+    """
+
+    def __init__(
+        self, *, config: RetinaNetConfig, backbone: nn.Module, head: nn.Module, anchor_generator: AnchorGenerator,
+        matcher: Matcher, loss: RetinaNetLoss, postprocessor: PostProcessor,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.matcher = matcher
+        self.criterion = loss
+        self.postprocessor = postprocessor
+        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> float, ImageNet-normalised."""
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - self.image_mean) / self.image_std
+
+    def forward(self, images: Tensor) -> HeadOutputs:
+        """Head outputs and anchors for normalised, padded images (N, 3, H, W)."""
+        features = self.backbone(images)
+        cls_logits, box_deltas = self.head(features)
+        feature_sizes = [tuple(f.shape[-2:]) for f in features]
+        anchors = self.anchor_generator(tuple(images.shape[-2:]), feature_sizes, device=images.device)
+        return HeadOutputs(cls_logits, box_deltas, anchors, self.anchor_generator.num_anchors_per_level(feature_sizes))
+
+    def loss(
+        self, outputs: HeadOutputs, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor
+    ) -> tuple[dict[str, Tensor], ImbalanceStats]:
+        """Loss parts ("loss_cls", "loss_box", "loss") and imbalance statistics; see RetinaNetLoss."""
+        matches = self.matcher(gt_boxes, gt_valid, outputs.anchors)  # (N, R)
+        return self.criterion(outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels)
+
+    def detect(self, outputs: HeadOutputs, image_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Detections per image in input pixels, clipped to image_sizes (N, 2) (h, w)."""
+        return self.postprocessor(
+            outputs.cls_logits, outputs.box_deltas, outputs.anchors, outputs.num_anchors_per_level, image_sizes
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Inference on raw images of any size.
+
+    def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Normalise, resize and pad a list of (3, H_i, W_i) images in [0, 1].
+
+        Returns (batch (N, 3, H, W), image_sizes (N, 2) of the resized images). The resize is
+        torchvision's: scale = min(min_size / short side, max_size / long side), bilinear.
+        """
+        if not images:
+            raise ValueError("predict needs at least one image")
+        resized = []
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"image {i}: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
+            if not image.is_floating_point():
+                raise ValueError(f"image {i}: expected a float tensor in [0, 1], got {image.dtype}")
+            image = (image - self.image_mean[0]) / self.image_std[0]
+            h, w = image.shape[-2:]
+            scale = min(self.config.min_size / min(h, w), self.config.max_size / max(h, w))
+            resized.append(
+                F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
+                              align_corners=False)[0]
+            )
+        sizes = torch.tensor([img.shape[-2:] for img in resized], dtype=torch.int64)
+        div = self.config.size_divisible
+        pad_h, pad_w = (int(math.ceil(int(s) / div) * div) for s in sizes.max(dim=0).values)
+        batch = resized[0].new_zeros((len(resized), 3, pad_h, pad_w))
+        for img, out in zip(resized, batch):
+            out[:, : img.shape[1], : img.shape[2]].copy_(img)
+        return batch, sizes.to(batch.device)
+
+    @torch.no_grad()
+    def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections in each image's own pixels for a list of (3, H_i, W_i) float images in [0, 1]."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.image_mean.device
+            images = [img.to(device) for img in images]
+            batch, sizes = self.preprocess(images)
+            detections = self.detect(self(batch), sizes)
+        finally:
+            self.train(was_training)
+        for det, img, size in zip(detections, images, sizes.tolist()):
+            det["boxes"] = rescale_boxes(det["boxes"], from_size=size, to_size=img.shape[-2:])
+        return detections
+
+
+def rescale_boxes(boxes: Tensor, from_size, to_size) -> Tensor:
+    """Boxes (D, 4) XYXY from an image of size from_size (h, w) to one of size to_size (h, w)."""
+    ratio_h = torch.tensor(float(to_size[0]), device=boxes.device) / torch.tensor(float(from_size[0]), device=boxes.device)
+    ratio_w = torch.tensor(float(to_size[1]), device=boxes.device) / torch.tensor(float(from_size[1]), device=boxes.device)
+    return boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
+
+
+def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> RetinaNet:
+    """A RetinaNet from a config (and keyword overrides of its fields)."""
+    config = config or RetinaNetConfig()
+    if overrides:
+        config = RetinaNetConfig.from_dict({**config.__dict__, **overrides})
+    box_coder = BoxCoder(tuple(config.box_weights))
+    anchor_generator = AnchorGenerator(
+        config.anchor_sizes, config.anchor_scales, config.anchor_ratios, config.torchvision_anchors
+    )
+    backbone = ResNetFPN(
+        config.backbone, weights=config.backbone_weights, out_channels=config.fpn_channels, p6_from=config.p6_from,
+        frozen_stages=config.frozen_stages, freeze_bn=config.freeze_bn,
+    )
+    head = RetinaNetHead(
+        config.fpn_channels, anchor_generator.num_anchors_per_location, config.num_classes,
+        num_convs=config.head_convs, group_norm=config.head_group_norm, prior_prob=config.prior_prob,
+    )
+    loss = RetinaNetLoss(
+        config.num_classes, cls_loss=config.cls_loss, alpha=config.alpha, gamma=config.gamma,
+        ohem_neg_pos_ratio=config.ohem_neg_pos_ratio, box_loss=config.box_loss,
+        smooth_l1_beta=config.smooth_l1_beta, box_loss_weight=config.box_loss_weight,
+        normalizer_momentum=config.normalizer_momentum, box_coder=box_coder,
+    )
+    postprocessor = PostProcessor(
+        score_thresh=config.score_thresh, topk_candidates=config.topk_candidates, nms_thresh=config.nms_thresh,
+        detections_per_img=config.detections_per_img, box_coder=box_coder,
+    )
+    matcher = Matcher(config.fg_iou, config.bg_iou, config.allow_low_quality_matches)
+    return RetinaNet(
+        config=config, backbone=backbone, head=head, anchor_generator=anchor_generator, matcher=matcher,
+        loss=loss, postprocessor=postprocessor,
+    )

@@ -1,0 +1,67 @@
+"""Our RetinaNet against torchvision's, with the same random weights (imported by the script)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models.detection import retinanet_resnet50_fpn
+
+import detector
+from detector.interop import from_torchvision
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def torchvision_model():
+    torch.manual_seed(0)
+    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7, min_size=320, max_size=480)
+    with torch.no_grad():  # many scores above 0.05 so that top-k, threshold and NMS all matter
+        model.head.classification_head.cls_logits.bias.uniform_(-3.0, 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return [torch.rand(3, 300, 410, generator=g), torch.rand(3, 352, 270, generator=g)]
+
+
+def test_imported_detections_equal_torchvision(torchvision_model, images, tmp_path):
+    src = tmp_path / "tv.pth"
+    torch.save(torchvision_model.state_dict(), src)
+    out = tmp_path / "ours.ckpt"
+    subprocess.run([sys.executable, str(ROOT / "scripts/import_torchvision.py"), "--src", str(src), "--out", str(out)],
+                   check=True, capture_output=True)
+    ours = detector.load_detector(out)
+    ours.config.min_size, ours.config.max_size = 320, 480  # the reference model's test-time size
+    with torch.no_grad():
+        expected = torchvision_model(images)
+    got = ours.predict(images)
+    for e, g in zip(expected, got):
+        assert len(e["boxes"]) > 50  # the test exercises many detections
+        assert torch.equal(g["labels"], e["labels"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-4)
+
+
+def test_loss_equals_torchvision_at_batch_size_one(torchvision_model, images):
+    # torchvision's randomly initialised model trains its BatchNorm (batch statistics): so do we here
+    ours = from_torchvision(torchvision_model.state_dict(), min_size=320, max_size=480, freeze_bn=False)
+    image = images[0]
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 90.0], [200.0, 150.0, 260.0, 290.0], [5.0, 5.0, 40.0, 25.0]])
+    labels = torch.tensor([1, 4, 6])
+    tv = torchvision_model.train()
+    try:
+        expected = tv([image], [{"boxes": boxes, "labels": labels}])
+    finally:
+        tv.eval()
+    ours.train()
+    batch, sizes = ours.preprocess([image])
+    scale = sizes[0].float() / torch.tensor(image.shape[-2:], dtype=torch.float32)
+    scaled = boxes * torch.stack([scale[1], scale[0], scale[1], scale[0]])
+    parts, _ = ours.loss(ours(batch), scaled[None], labels[None], torch.ones(1, 3, dtype=torch.bool))
+    assert parts["loss_cls"].item() == pytest.approx(expected["classification"].item(), abs=1e-4)
+    assert parts["loss_box"].item() == pytest.approx(expected["bbox_regression"].item(), abs=1e-4)
