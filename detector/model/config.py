@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass
 class RetinaNetConfig:
-    num_classes: int = 80
+    num_classes: int | None = 80  # None: taken from the data by the training module
 
     # Backbone: ResNet-FPN, P3-P7.
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101

@@ -94,6 +94,20 @@ class RetinaNet(nn.Module):
             outputs.cls_logits, outputs.box_deltas, outputs.anchors, outputs.num_anchors_per_level, image_sizes
         )
 
+    @torch.no_grad()
+    def detect_batch(self, images: Tensor, image_sizes: Tensor, orig_sizes: Tensor) -> list[dict[str, Tensor]]:
+        """Detections in original-image pixels for a collated batch.
+
+        Args:
+            images: (N, 3, H, W) uint8 or [0, 1] float, resized by the data pipeline and padded.
+            image_sizes: (N, 2) (h, w) of each resized image before padding.
+            orig_sizes: (N, 2) (h, w) of each original image.
+        """
+        detections = self.detect(self(self.normalize(images)), image_sizes)
+        for det, size, orig in zip(detections, image_sizes.tolist(), orig_sizes.tolist()):
+            det["boxes"] = rescale_boxes(det["boxes"], from_size=size, to_size=orig)
+        return detections
+
     # ----------------------------------------------------------------------------------------
     # Inference on raw images of any size.
 
@@ -155,6 +169,8 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
     config = config or RetinaNetConfig()
     if overrides:
         config = RetinaNetConfig.from_dict({**config.__dict__, **overrides})
+    if not config.num_classes or config.num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {config.num_classes}")
     box_coder = BoxCoder(tuple(config.box_weights))
     anchor_generator = AnchorGenerator(
         config.anchor_sizes, config.anchor_scales, config.anchor_ratios, config.torchvision_anchors

@@ -1,0 +1,50 @@
+"""The LightningCLI behind scripts/train.py, and the one-line error handling of every script."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+# Input errors of this project: each names what was wrong (a file, a setting) in one line.
+from .checkpoint import CheckpointError
+from .data.errors import DatasetError
+from .evaluation import EvaluationError
+from .model.backbone import BackboneError
+
+USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError)
+
+
+@contextmanager
+def one_line_errors(exit_code: int = 2):
+    """Turn the project's input errors into `error: ...` on stderr and SystemExit(exit_code)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        raise SystemExit(exit_code) from None
+
+
+def run_cli(args: list[str]) -> int:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+
+    class DetectorCLI(LightningCLI):
+        """LightningCLI with the checkpoint callback as its own config section, `checkpoint:`,
+        so that its folder is overridable on the command line (--checkpoint.dirpath DIR)."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+
+    from .training.datamodule import DetectionDataModule
+    from .training.module import NonFiniteLossStop, RetinaNetModule
+
+    with one_line_errors():
+        try:
+            DetectorCLI(
+                RetinaNetModule, DetectionDataModule, args=args, seed_everything_default=0,
+                save_config_kwargs={"overwrite": True}, parser_kwargs={"parser_mode": "yaml"},
+            )
+        except NonFiniteLossStop as err:
+            print(f"error: training stopped: {err}; the last good checkpoint is kept", file=sys.stderr)
+            return 3
+    return 0

@@ -1,0 +1,52 @@
+"""Training callbacks: validation images with predicted and true boxes in TensorBoard."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchvision.utils import draw_bounding_boxes, make_grid
+
+from ..model import rescale_boxes
+
+
+def draw_detections(image: torch.Tensor, det: dict, gt_boxes: torch.Tensor | None = None,
+                    class_names: list[str] | None = None, min_score: float = 0.3) -> torch.Tensor:
+    """(3, H, W) uint8 with true boxes in green and detections above min_score in red, labelled."""
+    image = image.cpu()
+    if gt_boxes is not None and len(gt_boxes):
+        image = draw_bounding_boxes(image, gt_boxes.cpu(), colors="lime", width=1)
+    keep = det["scores"] >= min_score
+    boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
+    if len(boxes):
+        names = [class_names[i] if class_names else str(int(i)) for i in labels.tolist()]
+        text = [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
+        image = draw_bounding_boxes(image, boxes, labels=text, colors="red", width=1)
+    return image
+
+
+class DetectionImageLogger(L.Callback):
+    """Logs the first `num_images` validation images with their boxes after each validation.
+
+    Boxes are drawn on the network input (the resized image).
+    """
+
+    def __init__(self, num_images: int = 4, min_score: float = 0.3) -> None:
+        self.num_images = num_images
+        self.min_score = min_score
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or trainer.logger is None:
+            return
+        experiment = getattr(trainer.logger, "experiment", None)
+        if not hasattr(experiment, "add_image"):
+            return
+        names = getattr(trainer.datamodule, "class_names", None)
+        tiles = []
+        for i, det in enumerate(outputs[: self.num_images]):  # detections in original-image pixels
+            h, w = batch["image_sizes"][i].tolist()
+            det = {**det, "boxes": rescale_boxes(det["boxes"], from_size=batch["orig_sizes"][i].tolist(), to_size=(h, w))}
+            gt = batch["boxes"][i][batch["valid"][i]]
+            tiles.append(draw_detections(batch["images"][i][:, :h, :w], det, gt, names, self.min_score))
+        size = max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles)
+        tiles = [torch.nn.functional.pad(t, (0, size[1] - t.shape[2], 0, size[0] - t.shape[1])) for t in tiles]
+        experiment.add_image("val/detections", make_grid(tiles, nrow=len(tiles), padding=2), trainer.global_step)

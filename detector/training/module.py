@@ -1,0 +1,176 @@
+"""The LightningModule: the model, its optimiser and schedule, and logging. Nothing else.
+
+Batches follow detector.data's collate contract: "images" uint8 (N, 3, H, W) padded,
+"image_sizes" / "orig_sizes" (N, 2), "boxes" (N, M, 4), "labels" (N, M), "valid" (N, M),
+"image_ids" (N,).
+
+Logged (namespaced, TensorBoard): train/loss, train/loss_cls, train/loss_box, train/lr, the
+imbalance statistics train/imbalance/{positives,negatives,ignored,neg_loss_share,
+easy_neg_loss_share} every step, and val/AP ... val/ARl after each validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from ..checkpoint import CONFIG_KEY
+from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
+from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class NonFiniteLossStop(RuntimeError):
+    """Training stopped because a loss part turned non-finite (policy "stop")."""
+
+
+class RetinaNetModule(L.LightningModule):
+    """RetinaNet training and validation.
+
+    Args:
+        detector: the model's settings; num_classes None takes the data's class count.
+        optimizer: "sgd" (the paper: momentum 0.9) or "adamw".
+        lr: learning rate at a global batch of `lr_reference_batch` images; scaled linearly with
+            the actual global batch (batch x devices x nodes x accumulation).
+        lr_reference_batch: the batch at which `lr` is meant (16 in the paper).
+        momentum, weight_decay: SGD momentum (AdamW beta1) and weight decay.
+        warmup_steps, warmup_factor: linear warmup from lr * warmup_factor over that many steps.
+        milestones, lr_decay: multiply lr by lr_decay at each of these optimizer steps.
+        on_non_finite: "stop" ends training with a message naming the step and the loss part;
+            "skip" drops that batch and goes on.
+    """
+
+    def __init__(
+        self, detector: RetinaNetConfig, *, optimizer: str = "sgd", lr: float = 0.01, lr_reference_batch: int = 16,
+        momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
+        milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if on_non_finite not in ("stop", "skip"):
+            raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
+        self.detector_config = detector
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.lr_reference_batch = lr_reference_batch
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.warmup_factor = warmup_factor
+        self.milestones = sorted(milestones)
+        self.lr_decay = lr_decay
+        self.on_non_finite = on_non_finite
+        self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
+                                   "lr_reference_batch": lr_reference_batch, "momentum": momentum,
+                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                                   "warmup_factor": warmup_factor, "milestones": list(self.milestones),
+                                   "lr_decay": lr_decay, "on_non_finite": on_non_finite})
+        self.model = build_retinanet(detector) if detector.num_classes else None
+        self.accumulator = CocoDetectionAccumulator()
+        self.skipped_batches = 0
+
+    # ------------------------------------------------------------------ model and data
+    def configure_model(self) -> None:
+        """Builds the model once the data's class count is known (when the config leaves it out)."""
+        if self.model is not None:
+            return
+        datamodule = self.trainer.datamodule
+        self.detector_config.num_classes = datamodule.num_classes
+        self.model = build_retinanet(self.detector_config)
+
+    def forward(self, images):
+        return self.model(self.model.normalize(images))
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        outputs = self(batch["images"])
+        try:
+            parts, stats = self.model.loss(outputs, batch["boxes"], batch["labels"], batch["valid"])
+        except NonFiniteLossError as err:
+            if self.on_non_finite == "skip":
+                self.skipped_batches += 1
+                self.log("train/skipped_batches", float(self.skipped_batches), batch_size=len(batch["images"]))
+                return None
+            raise NonFiniteLossStop(f"step {self.global_step}: {err}") from err
+        n = len(batch["images"])
+        self.log_dict({f"train/{k}": parts[k].detach() for k in ("loss_cls", "loss_box")}, batch_size=n)
+        self.log("train/loss", parts["loss"].detach(), batch_size=n, prog_bar=True)
+        self.log_dict(stats.as_dict("train/imbalance/"), batch_size=n)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        return parts["loss"]
+
+    def effective_lr(self) -> float:
+        trainer = self.trainer
+        batch = trainer.datamodule.batch_size if trainer.datamodule is not None else self.lr_reference_batch
+        global_batch = batch * trainer.world_size * trainer.accumulate_grad_batches
+        return self.lr * global_batch / self.lr_reference_batch
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)  # no decay on biases and norms
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        lr = self.effective_lr()
+        if self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(groups, lr=lr, momentum=self.momentum)
+        else:
+            opt = torch.optim.AdamW(groups, lr=lr, betas=(self.momentum, 0.999))
+
+        def factor(step: int) -> float:
+            warm = 1.0
+            if step < self.warmup_steps:
+                alpha = step / self.warmup_steps
+                warm = self.warmup_factor * (1 - alpha) + alpha
+            return warm * self.lr_decay ** sum(step >= m for m in self.milestones)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self.accumulator.reset()
+
+    def validation_step(self, batch, batch_idx):
+        detections = self.predict_step(batch, batch_idx)
+        self.accumulator.update(batch["image_ids"], detections)
+        return detections
+
+    def predict_step(self, batch, batch_idx=0, dataloader_idx=0):
+        """Detections in original image pixels for a collated batch."""
+        return self.model.detect_batch(batch["images"], batch["image_sizes"], batch["orig_sizes"])
+
+    def on_validation_epoch_end(self) -> None:
+        state = self.accumulator.state()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)  # every image once: the accumulator drops repeats
+            self.accumulator.reset()
+            self.accumulator.merge(states)
+        if len(self.accumulator) == 0:
+            return  # no validation batch ran (e.g. limit_val_batches=0)
+        datamodule = self.trainer.datamodule
+        metrics = self.accumulator.compute(datamodule.val_coco_gt(), datamodule.label_to_category_id,
+                                           per_class=False, quiet=True)
+        self.last_metrics = metrics
+        # pycocotools' -1 means "no ground truth of that size": not a number to plot
+        values = {f"val/{k}": float(metrics[k]) for k in COCO_METRIC_NAMES if not is_no_gt(metrics[k])}
+        self.log_dict(values, sync_dist=False, rank_zero_only=False, batch_size=1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.detector_config.to_dict()
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:  # so that predict.py can name classes and map labels back
+            checkpoint["class_names"] = datamodule.class_names
+            checkpoint["label_to_category_id"] = datamodule.label_to_category_id
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.model is None and CONFIG_KEY in checkpoint:
+            self.detector_config = RetinaNetConfig.from_dict(checkpoint[CONFIG_KEY])
+            self.model = build_retinanet(self.detector_config)

@@ -1,0 +1,89 @@
+"""COCO box evaluation: the 12 pycocotools numbers and per-class AP, as a table and a JSON file.
+
+    python scripts/evaluate.py --gt instances_val.json --results detections.json --out metrics.json
+    python scripts/evaluate.py --checkpoint runs/synthetic/checkpoints/best.ckpt --config configs/synthetic.yaml \
+        --split val --out metrics.json
+
+With --checkpoint, the dataset is the `data:` section of the training config (--config), on the
+chosen split; the last line printed is the path of the metrics JSON.
+
+The JSON holds AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl on pycocotools'
+0-1 scale (-1 where no ground truth falls in that area range) and "per_class": {name: AP}.
+Input errors end in one line "error: ..." on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from detector.cli import USER_ERRORS
+from detector.evaluation import (
+    BACKENDS,
+    EvaluationError,
+    evaluate_coco,
+    format_metrics_table,
+    load_coco_gt,
+    save_metrics,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", metavar="DT.json", help="a COCO results file to evaluate (needs --gt)")
+    source.add_argument("--checkpoint", metavar="CKPT", help="a trained model to run on a dataset split, then evaluate")
+    parser.add_argument("--gt", metavar="GT.json", help="COCO instances JSON of the ground truth")
+    parser.add_argument("--config", metavar="CONFIG.yaml", help="with --checkpoint: the training config whose data: section names the dataset")
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="with --checkpoint: the split to evaluate")
+    parser.add_argument("--data-root", help="with --checkpoint: override the config's data.root")
+    parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=None, help="with --checkpoint: images per batch")
+    parser.add_argument("--out", metavar="FILE.json", help="write the metrics here as JSON")
+    parser.add_argument("--backend", choices=BACKENDS, default="pycocotools",
+                        help="COCO evaluation implementation (faster_coco_eval needs the fast-eval extra)")
+    parser.add_argument("--summary", action="store_true", help="also print the backend's standard summary lines")
+    return parser
+
+
+def evaluate_results_file(args: argparse.Namespace) -> dict[str, Any]:
+    """Mode A: a COCO results file against a COCO ground-truth file."""
+    coco_gt = load_coco_gt(args.gt)
+    return evaluate_coco(coco_gt, args.results, backend=args.backend, print_summary=args.summary)
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """Mode B: load the model of ``args.checkpoint``, predict a dataset split, evaluate."""
+    from detector.checkpoint import load_detector
+    from detector.evaluation.inference import evaluate_detector
+    from detector.training.datamodule import datamodule_from_config
+
+    if args.config is None:
+        raise EvaluationError("--checkpoint needs --config CONFIG.yaml (the training config naming the dataset)")
+    model = load_detector(args.checkpoint, map_location=args.device)
+    overrides = {"root": args.data_root} if args.data_root else {}
+    if args.batch_size:
+        overrides["val_batch_size"] = args.batch_size
+    datamodule = datamodule_from_config(args.config, **overrides)
+    return evaluate_detector(model, datamodule, split=args.split, device=args.device, print_summary=args.summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.results is not None and args.gt is None:
+        parser.error("--results needs --gt")
+    try:
+        metrics = evaluate_checkpoint(args) if args.checkpoint is not None else evaluate_results_file(args)
+        print(format_metrics_table(metrics))
+        if args.out:
+            print(save_metrics(metrics, args.out))  # the last line: where the metrics are
+    except (EvaluationError, OSError, *USER_ERRORS) as err:  # OSError: e.g. --out not writable
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
