@@ -74,7 +74,13 @@ class RetinaNet(nn.Module):
         return (images - self.image_mean) / self.image_std
 
     def forward(self, images: Tensor) -> HeadOutputs:
-        """Head outputs and anchors for normalised, padded images (N, 3, H, W)."""
+        """Head outputs and anchors for normalised, padded images (N, 3, H, W).
+
+        A model moved to channels_last (model.to(memory_format=torch.channels_last)) gets its
+        input in that format too.
+        """
+        if next(self.backbone.parameters()).is_contiguous(memory_format=torch.channels_last):
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images)
         cls_logits, box_deltas = self.head(features)
         feature_sizes = [tuple(f.shape[-2:]) for f in features]

@@ -40,6 +40,8 @@ class RetinaNetModule(L.LightningModule):
         momentum, weight_decay: SGD momentum (AdamW beta1) and weight decay.
         warmup_steps, warmup_factor: linear warmup from lr * warmup_factor over that many steps.
         milestones, lr_decay: multiply lr by lr_decay at each of these optimizer steps.
+        channels_last: keep activations NHWC, which makes bf16 convolutions on CPU about twice
+            as fast (see docs/benchmarks.md); the numbers do not change.
         on_non_finite: "stop" ends training with a message naming the step and the loss part;
             "skip" drops that batch and goes on.
     """
@@ -48,6 +50,7 @@ class RetinaNetModule(L.LightningModule):
         self, detector: RetinaNetConfig, *, optimizer: str = "sgd", lr: float = 0.01, lr_reference_batch: int = 16,
         momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -65,12 +68,14 @@ class RetinaNetModule(L.LightningModule):
         self.milestones = sorted(milestones)
         self.lr_decay = lr_decay
         self.on_non_finite = on_non_finite
+        self.channels_last = channels_last
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                    "warmup_factor": warmup_factor, "milestones": list(self.milestones),
-                                   "lr_decay": lr_decay, "on_non_finite": on_non_finite})
-        self.model = build_retinanet(detector) if detector.num_classes else None
+                                   "lr_decay": lr_decay, "on_non_finite": on_non_finite,
+                                   "channels_last": channels_last})
+        self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
 
@@ -81,7 +86,11 @@ class RetinaNetModule(L.LightningModule):
             return
         datamodule = self.trainer.datamodule
         self.detector_config.num_classes = datamodule.num_classes
-        self.model = build_retinanet(self.detector_config)
+        self.model = self._build(self.detector_config)
+
+    def _build(self, config: RetinaNetConfig):
+        model = build_retinanet(config)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def forward(self, images):
         return self.model(self.model.normalize(images))
@@ -173,4 +182,4 @@ class RetinaNetModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.model is None and CONFIG_KEY in checkpoint:
             self.detector_config = RetinaNetConfig.from_dict(checkpoint[CONFIG_KEY])
-            self.model = build_retinanet(self.detector_config)
+            self.model = self._build(self.detector_config)

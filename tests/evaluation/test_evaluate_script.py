@@ -117,9 +117,12 @@ def test_bad_results_in_process(tmp_path, files, script_main, capsys, mutate, me
     assert err.startswith(message) and err.count("\n") == 1
 
 
-def test_checkpoint_mode_is_left_to_the_lead(script_main, capsys):
+def test_checkpoint_mode_input_errors_are_one_line(script_main, capsys, tmp_path):
     assert script_main(["--checkpoint", "model.ckpt"]) == 2
-    assert "error: evaluate.py --checkpoint is not implemented yet" in capsys.readouterr().err
+    assert "error: --checkpoint needs --config" in capsys.readouterr().err
+    assert script_main(["--checkpoint", str(tmp_path / "missing.ckpt"), "--config", "configs/synthetic.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such checkpoint" in err and len(err.strip().splitlines()) == 1
 
 
 def test_usage_errors(script_main, files):
