@@ -33,6 +33,7 @@ from detector.data.errors import DatasetError
 from detector.data.synthetic import SYNTHETIC_CLASSES, make_synthetic, synthetic_exists
 from detector.data.transforms import DetectionTransform, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection
+from detector.training.reliability import resumable_train_loader
 
 DATASETS = ("synthetic", "coco", "voc")
 
@@ -179,13 +180,15 @@ class DetectionDataModule(LightningDataModule):
         if self.val_dataset is None:
             self.val_dataset = self._build("val", build_transforms(False, hp.min_size, hp.max_size))
         if stage in (None, "fit") and self.train_dataset is None:
+            # one draw that follows seed_everything: the augmentation stream and the epoch orders
+            self.train_seed = int(torch.randint(0, 2**31 - 1, ()).item())
             train_transforms = build_transforms(
                 True,
                 hp.train_min_sizes or [hp.min_size],
                 hp.max_size,
                 hflip_prob=hp.hflip_prob,
                 color_jitter=hp.color_jitter,
-                seed=int(torch.randint(0, 2**31 - 1, ()).item()),  # follows seed_everything
+                seed=self.train_seed,
             )
             self.train_dataset = self._build("train", train_transforms)
             train_space = _label_space_of(self.train_dataset)
@@ -206,9 +209,11 @@ class DetectionDataModule(LightningDataModule):
             classes=hp.classes, subset_classes=hp.subset_classes, max_images=max_images, seed=hp.seed,
             transforms=transforms, drop_empty=drop_empty,
         )  # fmt: skip
+        # A custom VOC-format dataset: root itself holds Annotations/, so there is no year folder.
+        custom = (self.root / "Annotations").is_dir()
         if not train:
-            return VOCDetection(self._voc_devkit(), hp.voc_val_year, hp.voc_val_set, **common)
-        years = hp.voc_train_years or ["2007"]
+            return VOCDetection(self._voc_devkit(), None if custom else hp.voc_val_year, hp.voc_val_set, **common)
+        years = [None] if custom else hp.voc_train_years or ["2007"]
         parts = [VOCDetection(self._voc_devkit(), year, hp.voc_train_set, **common) for year in years]
         return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
@@ -252,10 +257,8 @@ class DetectionDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
+        common = dict(
             batch_size=batch_size,
-            shuffle=train,
             drop_last=train and len(dataset) >= batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),  # pinning needs a GPU
@@ -263,6 +266,9 @@ class DetectionDataModule(LightningDataModule):
             collate_fn=DetectionCollator(self.size_divisible),
             worker_init_fn=seed_worker if train and self.num_workers > 0 else None,
         )
+        if train:  # epoch orders and augmentation by position: resumes mid-epoch exactly, any world size
+            return resumable_train_loader(dataset, seed=getattr(self, "train_seed", self.hparams.seed), **common)
+        return DataLoader(dataset, shuffle=False, **common)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:

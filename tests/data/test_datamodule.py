@@ -81,3 +81,19 @@ def test_seed_worker_gives_each_worker_its_own_stream(monkeypatch):
 
     assert draws(1) == draws(1)
     assert draws(1) != draws(2)
+
+
+def test_custom_voc_format_folder_without_year(tmp_path):
+    images = {
+        "a": {"size": (40, 40), "objects": [("widget", (1, 1, 10, 10))]},
+        "b": {"size": (40, 40), "objects": [("gadget", (5, 5, 25, 25))]},
+    }
+    make_voc(tmp_path, images, {"train": ["a", "b"], "val": ["b"]})
+    folder = tmp_path / "VOCdevkit" / "VOC2007"  # the user's folder: Annotations/, JPEGImages/, ImageSets/
+    dm = DetectionDataModule(
+        dataset="voc", root=str(folder), classes=["widget", "gadget"], voc_train_set="train", voc_val_set="val",
+        min_size=64, max_size=64, batch_size=2, num_workers=0, pin_memory=False,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.num_classes == 2 and len(dm.train_dataset) == 2 and len(dm.val_dataset) == 1
+    assert next(iter(dm.train_dataloader()))["labels"].sort(dim=0).values.tolist() == [[0], [1]]

@@ -75,3 +75,15 @@ def test_model_outputs_match_anchor_count():
     out = model(torch.zeros(2, 3, 128, 256))
     assert out.cls_logits.shape == (2, out.anchors.shape[0], 4)
     assert sum(out.num_anchors_per_level) == out.anchors.shape[0]
+
+
+def test_group_norm_head_builds_and_matches_torchvision_v2_names():
+    from torchvision.models.detection.retinanet import RetinaNetHead as TVHead
+
+    ours = RetinaNetHead(64, 9, 5, group_norm=True)
+    assert isinstance(ours.classification_head.conv[0][1], torch.nn.GroupNorm)
+    assert ours.classification_head.conv[0][0].bias is None  # the norm carries the bias
+    from functools import partial
+
+    tv = TVHead(64, 9, 5, norm_layer=partial(torch.nn.GroupNorm, 32))
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
