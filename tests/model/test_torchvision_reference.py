@@ -65,3 +65,23 @@ def test_loss_equals_torchvision_at_batch_size_one(torchvision_model, images):
     parts, _ = ours.loss(ours(batch), scaled[None], labels[None], torch.ones(1, 3, dtype=torch.bool))
     assert parts["loss_cls"].item() == pytest.approx(expected["classification"].item(), abs=1e-4)
     assert parts["loss_box"].item() == pytest.approx(expected["bbox_regression"].item(), abs=1e-4)
+
+
+def test_v2_weights_import_and_detect_the_same(images):
+    """torchvision's v2 (GroupNorm heads, P6 from C5, GIoU) is recognised from its state dict."""
+    from torchvision.models.detection import retinanet_resnet50_fpn_v2
+
+    torch.manual_seed(2)
+    tv = retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=4, min_size=256, max_size=320)
+    with torch.no_grad():
+        tv.head.classification_head.cls_logits.bias.uniform_(-3.0, 0.5)
+    tv.eval()
+    ours = from_torchvision(tv.state_dict(), min_size=256, max_size=320)
+    assert ours.config.p6_from == "c5" and ours.config.head_group_norm and ours.config.box_loss == "giou"
+    with torch.no_grad():
+        expected = tv(images)
+    for e, g in zip(expected, ours.predict(images)):
+        assert len(e["boxes"]) > 20
+        assert torch.equal(g["labels"], e["labels"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)
+        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-4)
