@@ -1,0 +1,119 @@
+"""The loss study: train the variants of a preset one after another and write the table and plots.
+
+    python scripts/ablate.py --preset quick --out docs/ablation/quick          # ~25 min on a 2-core CPU
+    python scripts/ablate.py --preset quick --variants ce_prior,focal_g2_a0.25 --max-steps 100 --out /tmp/q
+    python scripts/ablate.py --preset voc --out runs/ablation/voc                # one GPU
+    python scripts/ablate.py --preset voc --out runs/ablation/voc --gpus 0,1,2,3 # one process per GPU
+    python scripts/ablate.py --preset quick --out docs/ablation/quick --report-only
+    python scripts/ablate.py --list
+
+Your own data, with any preset's recipe: pass the data module's settings, as for scripts/train.py:
+
+    python scripts/ablate.py --preset voc --out runs/ablation/mine \\
+        --data.dataset coco --data.root /data/mine --data.train_ann train.json --data.val_ann val.json \\
+        --data.train_images images --data.val_images images
+    python scripts/ablate.py --preset voc --out runs/ablation/mine_voc \\
+        --data.dataset voc --data.root /data/MyVOC --data.voc_train_years '[2007]' --data.voc_val_year 2007 \\
+        --data.voc_val_set val --data.classes '[cat, dog]'
+
+Variant names (detector/study/variants.py): ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>],
+ohem_1to<R>, "all"; a departure from the recipe is a labelled row: focal_g2_a0.25+clip10, +lr<V>.
+A rerun with the same --out skips the finished variants. Output: see detector/study/runner.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any other --section.key VALUE (e.g. --data.root DIR, --trainer.precision 32-true) overrides the "
+               "preset for every variant.",
+    )  # fmt: skip
+    add = parser.add_argument
+    add("--preset", default="quick", help="a name in configs/ablation/ (quick, voc) or a YAML path (default quick)")
+    add("--out", help="output folder (default runs/ablation/<preset>)")
+    add("--variants", help="comma-separated variant names, or all (default: the preset's list)")
+    add("--max-steps", type=int, help="training steps per variant (default: the preset's)")
+    add("--evals", type=int, help="validations per variant, evenly spaced, the last at the end (default: the preset's)")
+    add("--image-size", type=int, help="train and evaluate at this size (short side and long side cap)")
+    add("--shard", help="i/n: train only variants i, i+n, i+2n, ... of the list (0-based), e.g. one per GPU")
+    add("--gpus", help="comma-separated GPU ids: one process per GPU, each a --shard, then one report")
+    add("--force", action="store_true", help="retrain the listed variants even when finished")
+    add("--no-report", action="store_true", help="do not write the plots at the end (tables are always written)")
+    add("--report-only", action="store_true", help="train nothing: rewrite the table and plots of --out")
+    add("--list", action="store_true", help="list the variant names of 'all' and the presets, then exit")
+    return parser
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"error: --shard wants i/n, e.g. 0/2, got {text!r}") from None
+    if not 0 <= i < n:
+        raise SystemExit(f"error: --shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            out.append(token)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, overrides = build_parser().parse_known_args(argv)
+
+    from detector.cli import one_line_errors
+    from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
+    from detector.study.report import write_report
+    from detector.study.runner import PRESET_DIR, _check_same_settings, _write_study_json, launch_shards, prepare_data
+
+    if args.list:
+        print("variants (all):", ", ".join(ALL_VARIANTS))
+        print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+        return 0
+    try:
+        with one_line_errors():
+            out = Path(args.out or f"runs/ablation/{Path(args.preset).stem}")
+            study, variants = build_study(
+                args.preset, out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
+                image_size=args.image_size, overrides=overrides, command=["python", "scripts/ablate.py", *argv],
+            )  # fmt: skip
+            if args.report_only:
+                _check_same_settings(study)  # the header describes the settings: they must be the folder's
+                write_report(out, load_results(out), study)
+                print(f"[study] table: {out / 'results.md'}")
+                return 0
+            if args.gpus:
+                gpus = [g for g in args.gpus.split(",") if g.strip()]
+                out.mkdir(parents=True, exist_ok=True)
+                _check_same_settings(study)
+                _write_study_json(study)
+                prepare_data(study)  # once, before the shards start
+                status = launch_shards(__file__, _without(argv, "--gpus"), gpus, out)
+                write_report(out, load_results(out), study)
+                print(f"[study] table: {out / 'results.md'}")
+                return status
+            run_study(study, variants, shard=_shard(args.shard) if args.shard else None, force=args.force,
+                      report=not args.no_report)
+    except (StudyError, VariantError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

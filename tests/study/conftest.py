@@ -1,0 +1,27 @@
+import pytest
+import yaml
+
+from detector.data.synthetic import make_synthetic
+from detector.study.runner import PRESET_DIR
+
+
+@pytest.fixture(scope="session")
+def study_data(tmp_path_factory):
+    """A tiny synthetic set at 128 px: 8 training and 4 validation images."""
+    root = tmp_path_factory.mktemp("study_synthetic")
+    make_synthetic(root, num_train=8, num_val=4, seed=0, image_size=128, mean_objects=3, max_objects=5,
+                   min_object_size=12, max_object_size=40, num_distractors=1, num_lines=2, num_blobs=2)
+    return root
+
+
+@pytest.fixture
+def tiny_preset(tmp_path, study_data):
+    """configs/ablation/quick.yaml, shrunk: a tiny head, 128 px, batch 2, no worker processes."""
+    preset = yaml.safe_load((PRESET_DIR / "quick.yaml").read_text())
+    preset["study"].update(stats_images=2, synthetic=None)
+    preset["data"].update(root=str(study_data), min_size=128, max_size=128, batch_size=2, num_workers=0)
+    preset["model"]["detector"].update(fpn_channels=16, head_convs=1, min_size=128, max_size=128)
+    preset["trainer"].update(enable_progress_bar=False)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(preset, sort_keys=False))
+    return path

@@ -1,0 +1,93 @@
+"""The study's parts without training: variant names, overrides, the loss statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.study.runner import StudyError, build_study, parse_overrides
+from detector.study.stats import anchor_losses, loss_cdf, summarize, top_share
+from detector.study.variants import ALL_VARIANTS, VariantError, parse_variant, parse_variants
+
+
+@pytest.mark.parametrize(
+    "name, canonical, loss, gamma, alpha, prior",
+    [
+        ("ce_no_prior", "ce_no_prior", "ce", 0.0, None, None),
+        ("ce_prior", "ce_prior", "ce", 0.0, None, 0.01),
+        ("alpha_ce_a0.999", "alpha_ce_a0.999", "ce", 0.0, 0.999, 0.01),
+        ("focal_g0.5", "focal_g0.5_a0.5", "focal", 0.5, 0.5, 0.01),  # the paper's best alpha for gamma 0.5
+        ("focal_g2.0_a0.25", "focal_g2_a0.25", "focal", 2.0, 0.25, 0.01),
+        ("focal_g2_anone", "focal_g2_anone", "focal", 2.0, None, 0.01),
+        ("ohem_1to3", "ohem_1to3", "ohem", 0.0, None, 0.01),
+        ("focal_g2+noprior", "focal_g2_a0.25+noprior", "focal", 2.0, 0.25, None),
+    ],
+)
+def test_variant_names_stand_for_their_settings(name, canonical, loss, gamma, alpha, prior):
+    v = parse_variant(name)
+    assert (v.name, v.cls_loss, v.gamma, v.alpha, v.prior_prob) == (canonical, loss, gamma, alpha, prior)
+    assert parse_variant(v.name) == v  # the canonical name reads back the same
+    settings = v.detector_settings()
+    assert [settings[k] for k in ("cls_loss", "gamma", "alpha", "prior_prob")] == [loss, gamma, alpha, prior]
+
+
+def test_labelled_departures_and_paper_numbers():
+    clipped = parse_variant("focal_g2_a0.25+clip10")
+    assert clipped.clip == 10.0 and clipped.paper_ap() is None  # not the paper's recipe: no paper number
+    assert parse_variant("ce_no_prior+lr1e30").lr == 1e30
+    assert parse_variant("ce_prior+lr1.0e30").name == "ce_prior+lr1e30"  # canonical, and no second '+'
+    assert parse_variant("focal_g2_a0.25").paper_ap() == 34.0
+    assert parse_variant("alpha_ce_a0.25").paper_ap() == 10.8
+    assert parse_variant("ohem_1to3").detector_settings()["ohem_neg_pos_ratio"] == 3.0
+    assert len(parse_variants("all")) == len(ALL_VARIANTS)
+    for bad in ("focal_g3", "focal_g2_a1.5", "ce", "ce_prior+warp9"):
+        with pytest.raises(VariantError):
+            parse_variant(bad)
+    with pytest.raises(VariantError, match="twice"):
+        parse_variants("focal_g2,focal_g2_a0.25")
+
+
+def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, tmp_path):
+    pairs = parse_overrides(["--data.dataset", "coco", "--data.root=/data/mine",
+                             "--data.voc_train_years", "[2007, 2012]"])
+    assert pairs == [("data.dataset", "coco"), ("data.root", "/data/mine"), ("data.voc_train_years", [2007, 2012])]
+    for managed in ("--trainer.max_steps", "--model.detector.gamma", "--model.milestones"):
+        with pytest.raises(StudyError, match="set by the study"):
+            parse_overrides([managed, "1"])
+    with pytest.raises(StudyError, match="start with"):
+        parse_overrides(["--foo.bar", "1"])
+
+    study, variants = build_study(tiny_preset, tmp_path / "o", variants="ce_no_prior,focal_g2_a0.25+clip10",
+                                  max_steps=90, evals=3, image_size=96, overrides=["--data.batch_size", "4"])
+    ce, focal = (study.variant_config(v) for v in variants)
+    for config in (ce, focal):
+        assert config["data"]["batch_size"] == 4 and config["data"]["min_size"] == 96
+        assert config["model"]["detector"]["max_size"] == 96
+        assert config["trainer"]["max_steps"] == 90 and config["trainer"]["val_check_interval"] == 30
+        assert config["model"]["milestones"] == [60, 80]
+        assert config["trainer"]["logger"]["init_args"]["name"] in ("ce_no_prior", "focal_g2_a0.25+clip10")
+        assert config["trainer"]["callbacks"][0]["class_path"] == "detector.study.recorder.StudyRecorder"
+    assert ce["model"]["detector"]["prior_prob"] is None and ce["trainer"]["gradient_clip_val"] is None
+    assert focal["model"]["detector"]["gamma"] == 2.0 and focal["trainer"]["gradient_clip_val"] == 10.0
+
+
+def test_loss_cdf_and_concentration_by_hand():
+    losses = np.array([1.0, 3.0, 0.0, 4.0])  # sorted: 0, 1, 3, 4 of a total of 8
+    assert loss_cdf(losses, np.array([0.0, 0.25, 0.5, 0.75, 1.0])).tolist() == [0.0, 0.0, 1 / 8, 4 / 8, 1.0]
+    assert top_share(losses, 0.25) == 0.5 and top_share(losses, 1.0) == 1.0
+    # focal loss at gamma 0 is the binary cross-entropy, summed over the K outputs of an anchor
+    z = np.array([[2.0, -1.0], [0.5, 3.0]])
+    assert anchor_losses(z, 0.0) == pytest.approx(np.log1p(np.exp(-z)).sum(1))
+    p_t = 1 / (1 + np.exp(-z))
+    assert anchor_losses(z, 2.0) == pytest.approx(((1 - p_t) ** 2 * -np.log(p_t)).sum(1))
+
+
+def test_gamma_concentrates_the_negatives_loss_on_the_hard_ones():
+    rng = np.random.default_rng(0)
+    # mostly easy negatives (p ~ 0.001), a few hard ones: signed logits z = -x
+    neg = np.concatenate([rng.normal(7.0, 1.0, (20000, 3)), rng.normal(0.0, 1.0, (200, 3))])
+    pos = rng.normal(1.0, 1.0, (50, 3))
+    stats = summarize({"positive": pos, "negative": neg, "positive_true": pos[:, 0], "images": 10}, own_gamma=2.0)
+    top = stats["top_share"]["negative"]
+    assert top["2"]["0.01"] > 0.9 > top["0"]["0.01"]  # gamma 2: the hardest 1 % carry nearly all of it
+    assert stats["negatives"] == 20200 and sum(stats["score_hist"]["background"]) == 20200
