@@ -40,7 +40,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or holds objects weights_only refuses
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        first = (str(err).strip().splitlines() or [""])[0]  # EOFError of an empty file has no message
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(checkpoint, dict) or CONFIG_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: not a detector checkpoint (no '{CONFIG_KEY}' and 'state_dict')")
     return checkpoint

@@ -35,8 +35,23 @@ def run_cli(args: list[str]) -> int:
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
 
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            use_atomic_checkpoint_io(trainer)  # a kill while writing never leaves a broken last.ckpt
+            return trainer
+
+        def _parse_ckpt_path(self) -> None:
+            # --ckpt_path is read (weights_only) before Lightning's own reading: a missing, truncated
+            # or unsafe file is one line, not a traceback from inside the CLI
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt_path):
+                check_training_checkpoint(ckpt_path)
+            super()._parse_ckpt_path()
+
     from .training.datamodule import DetectionDataModule
     from .training.module import NonFiniteLossStop, RetinaNetModule
+    from .training.reliability import check_training_checkpoint, use_atomic_checkpoint_io
 
     with one_line_errors():
         try:

@@ -45,6 +45,8 @@ def load_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"malformed JSON ({err})") from None
+    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
+        raise DatasetError(path, "malformed JSON (nested too deeply)") from None
 
 
 def check_relative_path(name: str, source: str | os.PathLike, what: str = "file_name") -> str:
@@ -236,7 +238,10 @@ class COCODetection(DetectionDataset):
 
         Crowd boxes keep iscrowd=1 and COCO's own `area` (the segment area the official
         small/medium/large ranges use). Missing `area`, `iscrowd` or annotation `id` fields,
-        which pycocotools needs, are filled in (w * h, 0, a running number).
+        which pycocotools needs, are filled in (w * h, 0, a running number). Boxes the dataset
+        dropped as invalid (not finite, zero or negative size, wholly outside the image: the
+        counted warning) are left out here too: kept, no detection could match them and each
+        would count as a missed object.
         """
         if self._coco_gt is None:
             data = load_json(self.ann_file)
@@ -248,8 +253,9 @@ class COCODetection(DetectionDataset):
             annotations = []
             used_ids = {a["id"] for a in data.get("annotations", []) if "id" in a}
             next_id = max([i for i in used_ids if isinstance(i, int)], default=0) + 1
+            sizes = dict(zip(self.table.image_ids.tolist(), self.table.sizes.tolist()))  # id -> (h, w)
             for a in data.get("annotations", []):
-                if int(a["image_id"]) not in kept:
+                if int(a["image_id"]) not in kept or not _valid_gt_box(a["bbox"], sizes[int(a["image_id"])]):
                     continue
                 a = dict(a)
                 if "id" not in a:
@@ -270,3 +276,12 @@ class COCODetection(DetectionDataset):
     def _sizes_by_id(self, images: list[dict]) -> list[tuple[int, int]]:
         row = {int(i): k for k, i in enumerate(self.table.image_ids.tolist())}
         return [tuple(int(v) for v in self.table.sizes[row[int(im["id"])]]) for im in images]
+
+
+def _valid_gt_box(bbox: list, size: list[int]) -> bool:
+    """Whether an XYWH box survives `AnnotationTable.build`: finite, positive size, overlapping the image."""
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(np.isfinite((x, y, w, h))) or w <= 0 or h <= 0:
+        return False
+    height, width = size
+    return min(x + w, width) > max(x, 0.0) and min(y + h, height) > max(y, 0.0)

@@ -27,10 +27,28 @@ class DatasetError(ValueError):
         message: what is wrong with it, in words.
     """
 
-    def __init__(self, path: str | os.PathLike, message: str) -> None:
+    def __init__(self, path: str | os.PathLike, message: str | None = None) -> None:
+        if message is None:  # one argument: a DataLoader worker's error re-raised (see _from_worker)
+            path, message = _from_worker(str(path))
         self.path = os.fspath(path)
         self.reason = message
         super().__init__(f"{self.path}: {message}")
+
+
+def _from_worker(text: str) -> tuple[str, str]:
+    """(path, message) of a DatasetError that a DataLoader worker raised.
+
+    torch re-raises a worker's exception in the main process as ``type(err)(text)``, text being
+    "Caught DatasetError in DataLoader worker process 0. Original Traceback ...", whose last line is
+    "detector.data.errors.DatasetError: <path>: <message>". Keeping only that last line makes the
+    error the worker raised, so that scripts print it as one line.
+    """
+    last = text.strip().splitlines()[-1] if text.strip() else text
+    marker = "DatasetError: "
+    if marker in last:
+        last = last.split(marker, 1)[1]
+    path, sep, message = last.partition(": ")
+    return (path, message) if sep else ("", last)
 
 
 class DatasetWarning(UserWarning):

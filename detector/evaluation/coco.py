@@ -102,6 +102,8 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise EvaluationError(f"cannot read {what} file {path}: {_one_line(e)}") from None
+    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
+        raise EvaluationError(f"{what} file {path} is not valid JSON: nested too deeply") from None
 
 
 def _check_gt_dataset(dataset: Any, where: str) -> None:
@@ -138,6 +140,16 @@ def _check_gt_dataset(dataset: Any, where: str) -> None:
             if ann_id in seen:
                 raise EvaluationError(f"{where}: annotations[{i}] repeats annotation id {ann_id!r}")
             seen.add(ann_id)
+    # A ground-truth box that is not 4 finite numbers, or has a negative size, can never be matched:
+    # pycocotools would count it as a missed object and lower recall and AP without a word.
+    for i, a in enumerate(dataset["annotations"]):
+        box = a["bbox"]
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_is_real(v) for v in box)):
+            raise EvaluationError(f"{where}: annotations[{i}] bbox must be 4 numbers [x, y, w, h], got {box!r}")
+        if not all(math.isfinite(v) for v in box):
+            raise EvaluationError(f"{where}: annotations[{i}] has a non-finite bbox {box!r}")
+        if box[2] < 0 or box[3] < 0:
+            raise EvaluationError(f"{where}: annotations[{i}] has a negative bbox width or height {box!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
 
 OPTIMIZERS = ("sgd", "adamw")
+LOSS_PARTS = ("loss_cls", "loss_box")
 
 
 class NonFiniteLossStop(RuntimeError):
@@ -98,20 +99,56 @@ class RetinaNetModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         outputs = self(batch["images"])
+        failed, parts, stats = None, None, None
         try:
             parts, stats = self.model.loss(outputs, batch["boxes"], batch["labels"], batch["valid"])
         except NonFiniteLossError as err:
+            failed = err
+        failed = self._agree_on_non_finite(failed)  # every process skips, or stops, together
+        if failed is not None:
             if self.on_non_finite == "skip":
                 self.skipped_batches += 1
                 self.log("train/skipped_batches", float(self.skipped_batches), batch_size=len(batch["images"]))
                 return None
-            raise NonFiniteLossStop(f"step {self.global_step}: {err}") from err
+            raise NonFiniteLossStop(f"step {self.global_step}: {failed}") from failed
         n = len(batch["images"])
         self.log_dict({f"train/{k}": parts[k].detach() for k in ("loss_cls", "loss_box")}, batch_size=n)
         self.log("train/loss", parts["loss"].detach(), batch_size=n, prog_bar=True)
         self.log_dict(stats.as_dict("train/imbalance/"), batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         return parts["loss"]
+
+    def _agree_on_non_finite(self, failed: NonFiniteLossError | None) -> NonFiniteLossError | None:
+        """With several processes, a non-finite part on any of them is one on all (max all-reduce).
+
+        A process that skipped (returned no loss) while the others ran backward would hang them in
+        the gradient all-reduce; one that stopped alone would do the same.
+        """
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return failed
+        code = torch.tensor([0 if failed is None else 1 + LOSS_PARTS.index(failed.part)], device=self.device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        if failed is None and code.item() > 0:
+            failed = NonFiniteLossError(LOSS_PARTS[code.item() - 1], "on another process")
+        return failed
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A finite loss can still give a non-finite gradient (an overflow in backward): same policy.
+
+        Gradients are all-reduced by now, so every process decides alike. With fp16 loss scaling
+        the GradScaler skips such steps itself, and this check stays out of its way.
+        """
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            return
+        if self.on_non_finite == "skip":
+            for p in self.model.parameters():
+                p.grad = None  # the optimizer leaves parameters without a gradient as they are
+            self.skipped_batches += 1
+            return
+        raise NonFiniteLossStop(f"step {self.global_step}: the gradient is not finite (the loss parts were)")
 
     def effective_lr(self) -> float:
         trainer = self.trainer
@@ -173,6 +210,10 @@ class RetinaNetModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = next((k for k, v in checkpoint["state_dict"].items()
+                    if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:  # never replace the last good checkpoint with a broken one
+            raise NonFiniteLossStop(f"step {self.global_step}: {bad} is not finite; checkpoint not written")
         checkpoint[CONFIG_KEY] = self.detector_config.to_dict()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:  # so that predict.py can name classes and map labels back

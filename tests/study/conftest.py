@@ -1,17 +1,14 @@
 import pytest
 import yaml
 
-from detector.data.synthetic import make_synthetic
 from detector.study.runner import PRESET_DIR
+from tests.conftest import write_tiny_synthetic
 
 
 @pytest.fixture(scope="session")
 def study_data(tmp_path_factory):
     """A tiny synthetic set at 128 px: 8 training and 4 validation images."""
-    root = tmp_path_factory.mktemp("study_synthetic")
-    make_synthetic(root, num_train=8, num_val=4, seed=0, image_size=128, mean_objects=3, max_objects=5,
-                   min_object_size=12, max_object_size=40, num_distractors=1, num_lines=2, num_blobs=2)
-    return root
+    return write_tiny_synthetic(tmp_path_factory.mktemp("study_synthetic"), num_train=8, num_val=4)
 
 
 @pytest.fixture
