@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
 from .box_coder import BoxCoder
+from .focal import focal_loss_per_anchor
 from .matcher import BACKGROUND, IGNORE
 
 CLS_LOSSES = ("focal", "ce", "ohem")
@@ -164,18 +165,15 @@ class RetinaNetLoss(nn.Module):
         safe = matches.clamp(min=0)  # (N, R) index into the M boxes
         labels = torch.gather(gt_labels, 1, safe)  # (N, R)
         labels = torch.where(positive, labels, torch.full_like(labels, k))  # K means "no class"
-        classes = torch.arange(k, device=labels.device)
-        targets = (labels[..., None] == classes).float()  # (N, R, K) one-hot, all zero off positives
-
-        logits = cls_logits.float()
-        per_elem = sigmoid_focal_loss(logits, targets, self.alpha, self.gamma)  # (N, R, K)
-        per_elem = per_elem * valid[..., None]
+        # sigmoid_focal_loss against one-hot targets, summed over classes (focal.py: fused)
+        anchor_loss, anchor_easy = focal_loss_per_anchor(cls_logits, labels, valid, self.alpha, self.gamma)  # (N, R)
         if self.cls_loss == "ohem":
-            per_elem = per_elem * self._ohem_keep(per_elem.detach().sum(-1), positive, valid)[..., None]
+            keep = self._ohem_keep(anchor_loss.detach(), positive, valid)
+            anchor_loss, anchor_easy = anchor_loss * keep, anchor_easy * keep
 
         num_pos = positive.sum()
         norm = self._normalizer(num_pos)
-        loss_cls = per_elem.sum() / norm
+        loss_cls = anchor_loss.sum() / norm
 
         matched_boxes = torch.gather(gt_boxes, 1, safe[..., None].expand(n, r, 4))[positive]  # (P, 4)
         pos_deltas = box_deltas[positive].float()  # (P, 4)
@@ -200,7 +198,7 @@ class RetinaNetLoss(nn.Module):
                     detail = "the head's box deltas are not finite"
                 raise NonFiniteLossError(name, detail)
         parts["loss"] = loss_cls + self.box_loss_weight * loss_box
-        return parts, self._stats(per_elem.detach(), logits.detach(), positive, valid, n)
+        return parts, self._stats(anchor_loss.detach(), anchor_easy, positive, valid, n)
 
     def _ohem_keep(self, anchor_loss: Tensor, positive: Tensor, valid: Tensor) -> Tensor:
         """(N, R) bool: positives plus, per image, the ratio x #positives (at least 1) hardest negatives."""
@@ -212,15 +210,15 @@ class RetinaNetLoss(nn.Module):
         return positive | (negative & (rank < quota))
 
     @staticmethod
-    def _stats(per_elem: Tensor, logits: Tensor, positive: Tensor, valid: Tensor, n: int) -> ImbalanceStats:
+    def _stats(anchor_loss: Tensor, anchor_easy: Tensor, positive: Tensor, valid: Tensor, n: int) -> ImbalanceStats:
+        """anchor_loss (N, R): classification loss per anchor; anchor_easy (N, R): its part from
+        classes with target 0 and logit < 0 (p < 0.5, i.e. p_t > 0.5)."""
         negative = valid & ~positive
-        total = per_elem.sum().clamp(min=1e-12)
-        neg_elem = per_elem * negative[..., None]
-        easy = logits < 0  # p < 0.5, i.e. p_t > 0.5 for a zero target
+        total = anchor_loss.sum().clamp(min=1e-12)
         return ImbalanceStats(
             positives=float(positive.sum()) / n,
             negatives=float(negative.sum()) / n,
             ignored=float((~valid).sum()) / n,
-            neg_loss_share=float(neg_elem.sum() / total),
-            easy_neg_loss_share=float((neg_elem * easy).sum() / total),
+            neg_loss_share=float((anchor_loss * negative).sum() / total),
+            easy_neg_loss_share=float((anchor_easy * negative).sum() / total),
         )

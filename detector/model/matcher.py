@@ -24,6 +24,33 @@ BACKGROUND = -1
 IGNORE = -2
 
 
+#: IoU elements of one block on CPU: below at::internal::GRAIN_SIZE (32768), so that each op of
+#: the block runs on one thread without synchronisation and on data in cache.
+CPU_BLOCK_ELEMENTS = 32767
+#: Fewest anchors in a CPU block, so that many boxes do not make blocks of a handful of anchors.
+CPU_MIN_BLOCK_ANCHORS = 64
+
+
+def _coords(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """x1, y1, x2, y2 and area of boxes (..., 4), each (...)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return x1, y1, x2, y2, (x2 - x1) * (y2 - y1)
+
+
+def _iou(box: tuple[Tensor, ...], anchor: tuple[Tensor, ...]) -> Tensor:
+    """IoU of broadcastable box and anchor coordinates (from `_coords`).
+
+    The same operations in the same order as torchvision.ops.box_iou, so the values are
+    bit-identical to it (the matcher compares IoUs for equality).
+    """
+    bx1, by1, bx2, by2, barea = box
+    ax1, ay1, ax2, ay2, aarea = anchor
+    inter = (torch.minimum(bx2, ax2) - torch.maximum(bx1, ax1)).clamp_(min=0)
+    inter.mul_((torch.minimum(by2, ay2) - torch.maximum(by1, ay1)).clamp_(min=0))
+    union = (barea + aarea).sub_(inter)
+    return inter.div_(union)
+
+
 class Matcher:
     """Matches anchors to padded ground truth.
 
@@ -31,7 +58,13 @@ class Matcher:
         fg_iou: IoU at or above which an anchor is foreground.
         bg_iou: IoU below which an anchor is background.
         allow_low_quality_matches: let each box claim its best anchors whatever their IoU.
-        max_chunk_elements: bound on N * M * chunk_of_anchors of one IoU block.
+        max_chunk_elements: bound on N * M * anchors of one IoU block (CUDA; on CPU blocks are
+            smaller still, see CPU_BLOCK_ELEMENTS).
+
+    The IoU (N, M, R) is never held whole: blocks of anchors are reduced as they come to each
+    anchor's best box and each box's best IoU within the block. A box's best anchors (for the
+    low-quality rule) are then found by recomputing the IoU of that box only in the blocks that
+    hold its best value.
     """
 
     def __init__(
@@ -48,14 +81,12 @@ class Matcher:
         self.allow_low_quality_matches = allow_low_quality_matches
         self.max_chunk_elements = max_chunk_elements
 
-    def _iou_blocks(self, gt_boxes: Tensor, valid: Tensor, anchors: Tensor):
-        """Yields (start, iou (N, M, chunk)) with IoU -1 for padded boxes."""
-        n, m = valid.shape
-        chunk = max(1, self.max_chunk_elements // max(1, n * m))
-        flat_gt = gt_boxes.reshape(-1, 4).float()
-        for start in range(0, anchors.shape[0], chunk):
-            block = box_iou(flat_gt, anchors[start : start + chunk].float()).view(n, m, -1)
-            yield start, block.masked_fill_(~valid[:, :, None], -1.0)
+    def _block_size(self, n: int, m: int, device: torch.device) -> int:
+        per_anchor = max(1, n * m)
+        block = max(1, self.max_chunk_elements // per_anchor)
+        if device.type == "cpu":
+            block = min(block, max(CPU_MIN_BLOCK_ANCHORS, CPU_BLOCK_ELEMENTS // per_anchor))
+        return block
 
     @torch.no_grad()
     def __call__(self, gt_boxes: Tensor, valid: Tensor, anchors: Tensor) -> Tensor:
@@ -76,18 +107,23 @@ class Matcher:
         if m == 0 or not bool(valid.any()):
             return torch.full((n, r), BACKGROUND, dtype=torch.int64, device=device)
 
+        box = tuple(c[:, :, None] for c in _coords(gt_boxes.float()))  # each (N, M, 1)
+        anchor = _coords(anchors.float())  # each (R,)
+        padded = ~valid[:, :, None]  # (N, M, 1)
+        any_padded = bool(padded.any())
+        block = self._block_size(n, m, device)
+        num_blocks = -(-r // block)
+
         best_iou = torch.empty((n, r), device=device)  # (N, R)
         best_box = torch.empty((n, r), dtype=torch.int64, device=device)  # (N, R)
-        best_per_box = torch.full((n, m), -1.0, device=device)  # (N, M)
-        blocks = []
-        for start, iou in self._iou_blocks(gt_boxes, valid, anchors):
-            stop = start + iou.shape[-1]
+        block_best = torch.empty((num_blocks, n, m), device=device)  # best IoU of each box in each block
+        for j, start in enumerate(range(0, r, block)):
+            stop = min(r, start + block)
+            iou = _iou(box, tuple(c[start:stop] for c in anchor))  # (N, M, block)
+            if any_padded:
+                iou.masked_fill_(padded, -1.0)
             best_iou[:, start:stop], best_box[:, start:stop] = iou.max(dim=1)
-            best_per_box = torch.maximum(best_per_box, iou.amax(dim=2))
-            blocks.append(iou)
-        single_block = len(blocks) == 1
-        if not single_block:
-            blocks = []  # recompute in the second pass instead of holding every block
+            torch.amax(iou, dim=2, out=block_best[j])
 
         matches = best_box.clone()
         matches[best_iou < self.fg_iou] = IGNORE
@@ -95,11 +131,16 @@ class Matcher:
 
         if self.allow_low_quality_matches:
             # A box's best anchors; boxes that overlap no anchor at all (IoU 0) claim nothing.
+            best_per_box = block_best.amax(dim=0)  # (N, M)
             target = torch.where(best_per_box > 0, best_per_box, torch.full_like(best_per_box, 2.0))
-            blocks_iter = ((0, blocks[0]),) if single_block else self._iou_blocks(gt_boxes, valid, anchors)
-            for start, iou in blocks_iter:
-                stop = start + iou.shape[-1]
-                claimed = (iou == target[:, :, None]).any(dim=1)  # (N, chunk)
-                seg = matches[:, start:stop]
-                seg[claimed] = best_box[:, start:stop][claimed]
+            hit_block, hit_image, hit_box = torch.nonzero(block_best == target).unbind(1)  # (Q,) each
+            # Recompute those (box, block) IoUs only; the last block is padded with empty anchors.
+            pad = num_blocks * block - r
+            padded_anchors = torch.cat([anchors.float(), anchors.new_zeros((pad, 4), dtype=torch.float32)])
+            hit_anchors = padded_anchors.view(num_blocks, block, 4)[hit_block]  # (Q, block, 4)
+            hit_boxes = gt_boxes.float()[hit_image, hit_box][:, None, :]  # (Q, 1, 4)
+            iou = _iou(_coords(hit_boxes), _coords(hit_anchors))  # (Q, block)
+            q, offset = torch.nonzero(iou == target[hit_image, hit_box][:, None]).unbind(1)
+            image, anchor_idx = hit_image[q], hit_block[q] * block + offset
+            matches[image, anchor_idx] = best_box[image, anchor_idx]
         return matches

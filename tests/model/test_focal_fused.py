@@ -1,0 +1,65 @@
+"""The fused per-anchor focal loss (detector/model/focal.py) against torchvision's element-wise one."""
+
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+from detector.model.focal import focal_loss_per_anchor
+
+
+def _case(n=3, r=257, k=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, r, k, generator=g) * 4
+    labels = torch.randint(0, k, (n, r), generator=g)
+    labels[torch.rand(n, r, generator=g) < 0.9] = k  # 90% background ("no class" = K)
+    valid = torch.rand(n, r, generator=g) > 0.1  # 10% ignored
+    return logits, labels, valid
+
+
+def _reference(logits, labels, valid, alpha, gamma):
+    k = logits.shape[-1]
+    targets = (labels[..., None] == torch.arange(k)).float()
+    per_elem = tv_focal(logits, targets, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="none")
+    per_elem = per_elem * valid[..., None]
+    easy = (per_elem * (targets == 0) * (logits < 0)).sum(-1)
+    return per_elem.sum(-1), easy
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (None, 0.0), (0.75, 0.0), (0.25, 0.5), (0.25, 1.0), (0.25, 5.0)])
+@pytest.mark.parametrize("slice_elements", [1, 50, 32767])  # one row a slice, slices cutting rows, one slice
+def test_equals_torchvision_summed_over_classes_in_value_and_gradient(alpha, gamma, slice_elements):
+    logits, labels, valid = _case()
+    x = logits.clone().requires_grad_()
+    loss, easy = focal_loss_per_anchor(x, labels, valid, alpha, gamma, slice_elements=slice_elements)
+    weights = torch.rand_like(loss)  # a non-uniform upstream gradient
+    (grad,) = torch.autograd.grad((loss * weights).sum(), x)
+
+    y = logits.clone().requires_grad_()
+    ref, ref_easy = _reference(y, labels, valid, alpha, gamma)
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), y)
+
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(easy, ref_easy.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert not easy.requires_grad
+    assert (loss[~valid] == 0).all() and (grad[~valid] == 0).all()
+
+
+def test_hand_computed_single_anchor():
+    # one positive of class 1 with p = 0.2 next to a negative class with p = 0.2 (alpha 0.25, gamma 2):
+    # positive: 0.25 * 0.8^2 * -log(0.2) = 0.257510; negative: 0.75 * 0.2^2 * -log(0.8) = 0.0066943
+    logit = torch.log(torch.tensor(0.2 / 0.8))
+    x = torch.full((1, 1, 2), float(logit))
+    loss, easy = focal_loss_per_anchor(x, torch.tensor([[1]]), torch.tensor([[True]]), 0.25, 2.0)
+    assert loss.item() == pytest.approx(0.257510 + 0.0066943, rel=1e-4)
+    assert easy.item() == pytest.approx(0.0066943, rel=1e-4)  # the negative class, p < 0.5
+
+
+def test_bf16_logits_give_float32_loss_and_bf16_gradient():
+    logits, labels, valid = _case(r=64)
+    x = logits.bfloat16().requires_grad_()
+    loss, _ = focal_loss_per_anchor(x, labels, valid)
+    loss.sum().backward()
+    assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+    ref, _ = _reference(logits.bfloat16().float(), labels, valid, 0.25, 2.0)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
