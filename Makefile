@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test train clean
+.PHONY: setup test train ablate bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ train: setup data/synthetic/train.json
 	$(PY) scripts/train.py fit --config configs/synthetic.yaml
 	$(PY) scripts/evaluate.py --checkpoint $(RUN)/checkpoints/best.ckpt --config configs/synthetic.yaml \
 		--out $(RUN)/metrics.json
+
+# The loss study's quick preset (~28 min on 2 CPU cores): docs/ablation/quick (table and plots).
+ablate: setup
+	$(PY) scripts/ablate.py --preset quick --out docs/ablation/quick
+
+# This project against torchvision's RetinaNet, side by side (docs/benchmarks.md).
+bench: setup
+	$(PY) scripts/bench.py --quick --out runs/bench/bench.json --table runs/bench/table.md
 
 clean:
 	rm -rf $(VENV) runs lightning_logs data/synthetic
