@@ -276,13 +276,25 @@ def assign_loss_case(s: BenchSettings, device: torch.device) -> dict[str, dict]:
 # 4: post-processing
 
 
+def _canonical(d: dict) -> torch.Tensor:
+    """(D, 6) rows (score, label, x1, y1, x2, y2) in lexicographic order: detections of equal score
+    may come in either order from two correct implementations (a sort is not stable across them)."""
+    rows = torch.cat([d["scores"][:, None].float(), d["labels"][:, None].float(), d["boxes"].float()], 1).cpu()
+    return rows[sorted(range(len(rows)), key=lambda i: tuple(rows[i].tolist()))] if len(rows) else rows
+
+
 def _same_detections(a: list[dict], b: list[dict]) -> bool:
-    for x, y in zip(a, b):
-        if len(x["boxes"]) != len(y["boxes"]) or not torch.equal(x["labels"], y["labels"]):
+    """The same detections per image (boxes within 1e-3 px, scores within 1e-5, same labels), in any
+    order among equal scores."""
+    for x, y in zip(a, b, strict=True):
+        if len(x["boxes"]) != len(y["boxes"]):
             return False
-        if not torch.allclose(x["boxes"], y["boxes"], atol=1e-3, rtol=0):
+        cx, cy = _canonical(x), _canonical(y)
+        if not torch.equal(cx[:, 1], cy[:, 1]):
             return False
-        if not torch.allclose(x["scores"], y["scores"], atol=1e-5, rtol=0):
+        if not torch.allclose(cx[:, 2:], cy[:, 2:], atol=1e-3, rtol=0):
+            return False
+        if not torch.allclose(cx[:, 0], cy[:, 0], atol=1e-5, rtol=0):
             return False
     return True
 
