@@ -25,15 +25,16 @@ def one_line_errors(exit_code: int = 2):
 
 
 def run_cli(args: list[str]) -> int:
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
+
+    from .training.callbacks import Checkpoint
 
     class DetectorCLI(LightningCLI):
         """LightningCLI with the checkpoint callback as its own config section, `checkpoint:`,
         so that its folder is overridable on the command line (--checkpoint.dirpath DIR)."""
 
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(Checkpoint, "checkpoint")
 
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)

@@ -1,9 +1,11 @@
-"""Training callbacks: validation images with predicted and true boxes in TensorBoard."""
+"""Training callbacks: validation images with predicted and true boxes in TensorBoard; the
+checkpoint callback of the `checkpoint:` config section."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import draw_bounding_boxes, make_grid
 
 from ..model import rescale_boxes
@@ -50,3 +52,33 @@ class DetectionImageLogger(L.Callback):
         size = max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles)
         tiles = [torch.nn.functional.pad(t, (0, size[1] - t.shape[2], 0, size[0] - t.shape[1])) for t in tiles]
         experiment.add_image("val/detections", make_grid(tiles, nrow=len(tiles), padding=2), trainer.global_step)
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (same arguments), with `save_last` writing last.ckpt after every
+    validation (or training epoch, whichever the callback saves on) and at the end of training.
+
+    Lightning (2.6) writes last.ckpt there only when a top-k checkpoint was written at the same
+    step, and at the end only when it never wrote one: with `monitor: val/AP`, a run whose AP
+    stopped improving, or a study with `save_top_k: 0`, would leave a stale last.ckpt to resume
+    from.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_last_if_missed(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer) -> None:
+        # _should_skip_saving_checkpoint is also true when a checkpoint was written at this step
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -1,5 +1,9 @@
 """Lightning training end to end: fit writes checkpoints, resume continues, DDP-safe pieces."""
 
+import json
+import os
+
+import lightning as L
 import torch
 
 import detector
@@ -33,3 +37,34 @@ def test_fit_writes_checkpoints_and_resume_continues_the_step_count(tiny_synthet
     assert resumed["global_step"] == 5
     # the resolved config of the run is saved with its logs
     assert list(tmp_path.rglob("config.yaml"))
+
+
+class LastCheckpointSteps(L.Callback):
+    """Records the global_step stored in last.ckpt each time the file changes, seen before each batch."""
+
+    def __init__(self, last: str, out: str) -> None:
+        self.last, self.out, self.seen, self._stamp = last, out, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        try:
+            stat = os.stat(self.last)
+        except FileNotFoundError:
+            return
+        if (stat.st_ino, stat.st_mtime_ns) != self._stamp:
+            self._stamp = (stat.st_ino, stat.st_mtime_ns)
+            self.seen.append(torch.load(self.last, map_location="cpu", weights_only=True)["global_step"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with open(self.out, "w") as f:
+            json.dump(self.seen, f)
+
+
+def test_last_checkpoint_follows_every_validation_and_the_end(tiny_synthetic, tmp_path):
+    """last.ckpt is rewritten at each validation, whether or not val/AP improved (Lightning 2.6 ties
+    it to the best checkpoint), and holds the final step even when training ends between validations."""
+    last, seen = tmp_path / "ckpt" / "last.ckpt", tmp_path / "seen.json"
+    callback = {"class_path": f"{__name__}.LastCheckpointSteps", "init_args": {"last": str(last), "out": str(seen)}}
+    _fit(tiny_synthetic, tmp_path, "--trainer.max_steps", "7", "--trainer.val_check_interval", "2",
+         "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks+=" + json.dumps(callback))
+    assert json.loads(seen.read_text()) == [2, 4, 6]  # validations at steps 2, 4, 6
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 7
