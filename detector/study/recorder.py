@@ -14,7 +14,12 @@ what RetinaNetModule already logs and writes, into `out_dir`:
   module, same evaluation, same precision), `stats.json` (detector.study.stats: the loss CDFs of
   positives and negatives, the score histograms) and, when `model_path` is set, the trained
   model (detector.checkpoint.save_detector, loadable with detector.load_detector);
-- `end.json`: {"steps"} written last: training finished normally.
+- `end.json`: {"steps", "seconds"} written last: training finished normally (seconds: wall time
+  of the whole variant, across a kill and resume).
+
+Its record is part of every Lightning checkpoint (state_dict), so a variant resumed from its
+last.ckpt after a kill continues the same train.csv and val.csv, without the steps trained after
+that checkpoint and before the kill.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import csv
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -88,6 +94,23 @@ class StudyRecorder(L.Callback):
         self.train_rows: list[dict] = []
         self.val_rows: list[dict] = []
         self._seen_metrics: dict | None = None
+        self._restored = False
+        self._seconds_before = 0.0  # wall time of the run before a resume
+        self._started = time.perf_counter()
+
+    # ------------------------------------------------------------------ checkpointed state
+    def state_dict(self) -> dict:
+        return {"train_rows": self.train_rows, "val_rows": self.val_rows, "seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_rows = list(state_dict["train_rows"])
+        self.val_rows = list(state_dict["val_rows"])
+        self._seconds_before = float(state_dict.get("seconds", 0.0))
+        self._restored = True
+
+    def seconds(self) -> float:
+        """Wall time of the variant so far, the part before a resume included."""
+        return self._seconds_before + time.perf_counter() - self._started
 
     # ------------------------------------------------------------------ records
     def _flush(self) -> None:
@@ -95,9 +118,14 @@ class StudyRecorder(L.Callback):
         write_csv(self.out_dir / "val.csv", self.val_rows, ["step", *COCO_METRIC_NAMES])
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.train_rows, self.val_rows = [], []
+        # Lightning restores a checkpoint's callback state before this hook
+        self._started = time.perf_counter()
+        if not self._restored:
+            self.train_rows, self.val_rows, self._seconds_before = [], [], 0.0
         for name in ("train.csv", "val.csv", "diverged.json", "stats.json", "end.json"):
             (self.out_dir / name).unlink(missing_ok=True)
+        if self._restored:
+            self._flush()  # the record as it was at the checkpoint
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is None:  # a batch skipped under on_non_finite="skip"
@@ -150,7 +178,8 @@ class StudyRecorder(L.Callback):
         if self.model_path:
             save_detector(pl_module.model, self.model_path, class_names=datamodule.class_names,
                           label_to_category_id=datamodule.label_to_category_id)
-        write_atomic(self.out_dir / "end.json", json.dumps({"steps": step}) + "\n")
+        end = {"steps": step, "seconds": round(self.seconds(), 2)}
+        write_atomic(self.out_dir / "end.json", json.dumps(end) + "\n")
 
     @torch.no_grad()
     def _final_validation(self, trainer, pl_module) -> dict:

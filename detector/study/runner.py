@@ -17,10 +17,14 @@ Output folder OUT:
     runs/<variant>/train.csv, val.csv   its record (detector.study.recorder)
     runs/<variant>/stats.json           end-of-training loss statistics (detector.study.stats)
     runs/<variant>/result.json          its row of the table, written last (atomically): done
+    runs/<variant>/checkpoints/last.ckpt  while it trains: the resume point, git-ignored
     checkpoints/<variant>/final.pt      the trained model (study.save_models), git-ignored
 
-A rerun skips every variant that has its result.json, so a killed study loses only the variant
-that was training (it starts again from step 0, its partial folders removed first). A folder
+A rerun skips every variant that has its result.json, and resumes the variant that was training
+from its last checkpoint (runs/<variant>/checkpoints/last.ckpt, written atomically after every
+validation; exact on CPU, see docs/reliability.md): a killed study loses at most the steps since the
+last validation. (A variant whose config.yaml changed, or that has no checkpoint yet, starts again
+from step 0, its partial folders removed first; the checkpoint is deleted when the variant ends.) A folder
 belongs to one set of settings: rerunning into it with other settings (steps, data, image size,
 overrides) is refused, so that every row of a table was trained alike.
 
@@ -237,8 +241,9 @@ class Study:
         trainer["callbacks"] = [recorder, *(trainer.get("callbacks") or [])]
         if variant.clip is not None:
             trainer["gradient_clip_val"] = variant.clip
-        # the study keeps no Lightning checkpoint: the recorder saves the final model
-        config["checkpoint"] = {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0, "save_last": False,
+        # last.ckpt after every validation: the resume point of a killed study (the recorder saves the
+        # final model; the runner deletes the checkpoint when the variant ends)
+        config["checkpoint"] = {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0, "save_last": True,
                                 "monitor": None}
         model = config["model"]
         model["milestones"] = [round(f * self.max_steps) for f in self.settings["milestone_fractions"]]
@@ -383,18 +388,25 @@ def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = pri
     from ..cli import run_cli
 
     run_dir = study.run_dir(variant)
-    for stale in (run_dir, study.out / "tb" / variant.name, study.out / "checkpoints" / variant.name):
-        shutil.rmtree(stale, ignore_errors=True)  # a partial run of an earlier, killed study
-    run_dir.mkdir(parents=True)
     config_path = run_dir / "config.yaml"
     header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {study.preset}).\n"
               f"# Written by detector.study.runner; train it alone with:\n"
               f"#   python scripts/train.py fit --config {config_path}\n")
-    config_path.write_text(header + yaml.safe_dump(study.variant_config(variant), sort_keys=False), encoding="utf-8")
+    config_text = header + yaml.safe_dump(study.variant_config(variant), sort_keys=False)
+    resume = resume_point(study, variant, config_text)
+    if resume is None:
+        for stale in (run_dir, study.out / "tb" / variant.name, study.out / "checkpoints" / variant.name):
+            shutil.rmtree(stale, ignore_errors=True)  # a partial run of an earlier, killed study
+        run_dir.mkdir(parents=True)
+        config_path.write_text(config_text, encoding="utf-8")
+        args = ["fit", "--config", str(config_path)]
+    else:
+        log(f"[study] {variant.name}: resuming from {resume}")
+        args = ["fit", "--config", str(config_path), "--ckpt_path", str(resume)]
     start = time.perf_counter()
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads only `args` here, not the study's options
     try:
-        rc = run_cli(["fit", "--config", str(config_path)])
+        rc = run_cli(args)
     finally:
         sys.argv = argv
     minutes = (time.perf_counter() - start) / 60
@@ -406,6 +418,7 @@ def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = pri
                        "diverged_step": diverged["step"], "steps": diverged["step"], "message": diverged["message"]})
     elif rc == 0 and (run_dir / "end.json").is_file():
         end = json.loads((run_dir / "end.json").read_text(encoding="utf-8"))
+        minutes = end.get("seconds", minutes * 60) / 60  # the recorder's: counts the time before a resume
         last = _last_val(run_dir)
         result.update({k: last.get(k) for k in METRICS})
         result.update({**_final_losses(run_dir), "diverged": False, "diverged_step": None, "steps": end["steps"]})
@@ -415,7 +428,25 @@ def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = pri
     result.update({"minutes": round(minutes, 2), "clip": variant.clip, "lr": variant.lr,
                    "paper_ap": variant.paper_ap(), "fingerprint": study.fingerprint})
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the resume point is no longer needed
     return result
+
+
+def resume_point(study: Study, variant: Variant, config_text: str) -> Path | None:
+    """The last.ckpt of this variant's interrupted run in study.out, if it can be resumed.
+
+    It can when the run wrote a checkpoint and its config.yaml is the one this study would write
+    (the same settings, the same paths); otherwise the variant starts again from step 0.
+    """
+    run_dir = study.run_dir(variant)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if (run_dir / "result.json").exists() or not last.is_file():
+        return None
+    try:
+        same = (run_dir / "config.yaml").read_text(encoding="utf-8") == config_text
+    except OSError:
+        return None
+    return last if same else None
 
 
 def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:

@@ -132,3 +132,20 @@ class Throttle(L.Callback):
 
 
 RecordSteps = StepRecorder  # per-step JSON lines, see detector.training.reliability
+
+
+def wait_for_checkpoints(proc: subprocess.Popen, last, count: int, timeout: float = 240) -> None:
+    """Poll until last.ckpt has been (re)written `count` times (each atomic write: a new inode and mtime)."""
+    seen, deadline = set(), time.monotonic() + timeout
+    while len(seen) < count:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no checkpoint in time")
+        try:
+            st = os.stat(last)
+            seen.add((st.st_ino, st.st_mtime_ns))
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)

@@ -25,7 +25,7 @@ import torch
 from detector.cli import run_cli
 from detector.training.reliability import AtomicCheckpointIO
 
-from .helpers import REPO, RecordSteps, Throttle, callback_arg, fit_args, load, script_env
+from .helpers import REPO, RecordSteps, Throttle, callback_arg, fit_args, load, script_env, wait_for_checkpoints
 
 STEPS = 12  # 16 images / batch 4 = 4 batches an epoch: 3 epochs
 EVERY = 3  # checkpoints after steps 3, 6, 9, 12: 3, 6 and 9 are mid-epoch
@@ -42,23 +42,6 @@ def _steps(path) -> tuple[dict[int, dict], dict]:
     return {row["step"]: row for row in rows if "step" in row}, validations[-1]
 
 
-def _wait_for_checkpoints(proc: subprocess.Popen, last, count: int, timeout: float = 240) -> None:
-    """Poll until last.ckpt has been (re)written `count` times (each atomic write: a new inode and mtime)."""
-    seen, deadline = set(), time.monotonic() + timeout
-    while len(seen) < count:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("no checkpoint in time")
-        try:
-            st = os.stat(last)
-            seen.add((st.st_ino, st.st_mtime_ns))
-        except FileNotFoundError:
-            pass
-        time.sleep(0.01)
-
-
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_synthetic, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -73,7 +56,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_synthet
     proc = subprocess.Popen([sys.executable, "scripts/train.py", *args], cwd=REPO, env=script_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_checkpoints(proc, last, count=2)
+        wait_for_checkpoints(proc, last, count=2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
