@@ -2,6 +2,11 @@
 
     python scripts/soak.py --steps 2000 --every 100 --out docs/figures/soak_rss.csv
     python scripts/soak.py --steps 300 --every 20 --out /tmp/soak.csv --max-slope 30
+    python scripts/soak.py --full --steps 2000 --every 100 --data-root data/synthetic --out soak_full.csv
+
+With --full: configs/synthetic.yaml as it is (model, image size, batch, precision, workers) on
+--data-root (which must exist, e.g. data/synthetic from `make train`); --size, --batch-size and
+--workers are ignored.
 
 A tiny model (ResNet-18-FPN, 16 channels, 1 head conv) at --size px (64 by default) on a small
 synthetic set generated into --data-root (kept between runs), so that thousands of steps fit in minutes
@@ -56,11 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="synthetic set (generated when missing; default: a temp dir)")
     parser.add_argument("--run-dir", default=None, help="logs and checkpoints (default: a temp dir)")
     parser.add_argument("--out", required=True, help="the RSS CSV")
+    parser.add_argument("--full", action="store_true",
+                        help="the synthetic config's own model, size, batch, precision and workers")
     parser.add_argument("--max-slope", type=float, default=None, help="fail above this many MB per 1,000 steps")
     args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory(prefix="soak-")
     root = Path(args.data_root or Path(tmp.name) / "data")
+    if args.full and not synthetic_exists(root):
+        print(f"error: {root}: no synthetic dataset there (make one: python scripts/make_synthetic.py --out {root})",
+              file=sys.stderr)
+        return 2
     if not synthetic_exists(root):
         make_synthetic(root, num_train=64, num_val=16, seed=0, image_size=128, mean_objects=3, max_objects=5,
                        min_object_size=12, max_object_size=40, num_distractors=1, num_lines=2, num_blobs=2)
@@ -68,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     monitor = json.dumps({"class_path": "detector.training.reliability.RSSMonitor",
                           "init_args": {"path": str(out), "every": args.every}})
+    if args.full:
+        shape = []  # configs/synthetic.yaml as it is
+    else:
+        shape = ["--model.detector.fpn_channels", "16", "--model.detector.head_convs", "1",
+                 "--data.min_size", str(args.size), "--data.max_size", str(args.size), "--data.size_divisible", "64",
+                 "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.workers),
+                 "--trainer.precision", "32-true"]
     rc = run_cli([
-        "fit", "--config", str(REPO / "configs/synthetic.yaml"), "--data.root", str(root),
-        "--model.detector.fpn_channels", "16", "--model.detector.head_convs", "1",
-        "--data.min_size", str(args.size), "--data.max_size", str(args.size), "--data.size_divisible", "64",
-        "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.workers),
-        "--trainer.precision", "32-true", "--trainer.max_steps", str(args.steps),
+        "fit", "--config", str(REPO / "configs/synthetic.yaml"), "--data.root", str(root), *shape,
+        "--trainer.max_steps", str(args.steps),
         "--trainer.val_check_interval", str(args.val_every), "--trainer.check_val_every_n_epoch", "null",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(run_dir),
         "--trainer.logger.init_args.save_dir", str(run_dir), "--checkpoint.dirpath", str(run_dir / "ckpt"),
@@ -83,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     summary = summarize(out)
     summary.update({"command": " ".join(["python", "scripts/soak.py", *(argv if argv is not None else sys.argv[1:])]),
-                    "size": args.size, "batch_size": args.batch_size, "workers": args.workers})
+                    "full": args.full, "size": args.size, "batch_size": args.batch_size, "workers": args.workers})
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     if args.max_slope is not None and not summary["second_half_slope_mb_per_1000_steps"] <= args.max_slope:
