@@ -2,9 +2,16 @@
 
 Shape symbols: N images, R anchors, K classes, L levels, C candidates per image.
 
-Batched over images: thresholding and top-k run on (N, R_l * K) per level, decoding on (N, C, 4),
-and one torchvision batched_nms call covers every image and class at once (the NMS group of a
-candidate is image * K + class). Only the final split into per-image dicts loops over images.
+Batched over images: top-k runs on the logits (N, R_l * K) of each level (the sigmoid is
+monotonic: the same candidates, and R * K sigmoids fewer), decoding on (N, C, 4), and class-wise
+NMS on every image and class at once (the NMS group of a candidate is image * K + class).
+
+NMS stops early, exactly: greedy NMS keeps or drops a candidate by the higher-scoring candidates
+of its own group alone, so NMS over an image's P best candidates decides those P exactly as NMS
+over all of them would. When that leaves at least detections_per_img boxes, the rest cannot
+change the output; otherwise the images short of boxes go again with 4x the prefix. On CPU, NMS
+of many boxes runs group by group over contiguous slices (one sort), instead of torchvision's
+per-group scan of every box.
 """
 
 from __future__ import annotations
@@ -13,9 +20,37 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from .box_coder import BoxCoder
+
+
+#: First NMS round: this many times detections_per_img best candidates per image; then x4.
+PREFIX_FACTOR = 4
+#: Above this many boxes on CPU, NMS goes group by group (torchvision switches at 1,000 too).
+GROUPED_NMS_MIN_BOXES = 1000
+
+
+def class_wise_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision.ops.batched_nms, faster for many boxes on CPU; same kept set.
+
+    Args: boxes (M, 4) XYXY, scores (M,), groups (M,) int64 (NMS never crosses groups).
+    Returns: indices of the kept boxes, by decreasing score (stable among equal scores).
+    """
+    if boxes.device.type != "cpu" or len(boxes) <= GROUPED_NMS_MIN_BOXES:
+        return batched_nms(boxes, scores, groups, iou_threshold)
+    # one sort: by group, then by decreasing score; then NMS over each group's contiguous slice
+    by_score = scores.argsort(descending=True, stable=True)
+    order = by_score[groups[by_score].argsort(stable=True)]
+    sorted_boxes, sorted_scores = boxes[order], scores[order]
+    kept, start = [], 0
+    for count in torch.bincount(groups[order]).tolist():
+        if count:
+            kept.append(nms(sorted_boxes[start:start + count], sorted_scores[start:start + count], iou_threshold)
+                        + start)
+        start += count
+    keep = order[torch.cat(kept)]
+    return keep[scores[keep].argsort(descending=True, stable=True)]
 
 
 class PostProcessor:
@@ -50,34 +85,47 @@ class PostProcessor:
             sorted by decreasing score, D <= detections_per_img.
         """
         n, _, k = cls_logits.shape
-        scores_all, anchor_idx_all, labels_all = [], [], []
+        logits_all, anchor_idx_all, labels_all = [], [], []
         start = 0
         for count, logits in zip(num_anchors_per_level, cls_logits.split(list(num_anchors_per_level), dim=1)):
-            scores = torch.sigmoid(logits.float()).flatten(1)  # (N, R_l * K)
-            top = min(self.topk_candidates, scores.shape[1])
-            top_scores, top_idx = scores.topk(top, dim=1)  # (N, top), sorted
-            scores_all.append(top_scores)
+            logits = logits.flatten(1)  # (N, R_l * K)
+            top_logits, top_idx = logits.topk(min(self.topk_candidates, logits.shape[1]), dim=1)  # (N, top)
+            logits_all.append(top_logits)
             anchor_idx_all.append(torch.div(top_idx, k, rounding_mode="floor") + start)
             labels_all.append(top_idx % k)
             start += count
-        scores = torch.cat(scores_all, dim=1)  # (N, C)
-        anchor_idx = torch.cat(anchor_idx_all, dim=1)  # (N, C)
-        labels = torch.cat(labels_all, dim=1)  # (N, C)
+        # every candidate of an image, best first: (N, C)
+        scores, order = torch.sigmoid(torch.cat(logits_all, dim=1).float()).sort(dim=1, descending=True, stable=True)
+        anchor_idx = torch.cat(anchor_idx_all, dim=1).gather(1, order)  # (N, C)
+        labels = torch.cat(labels_all, dim=1).gather(1, order)  # (N, C)
 
         deltas = torch.gather(box_deltas, 1, anchor_idx[..., None].expand(-1, -1, 4))  # (N, C, 4)
         boxes = self.box_coder.decode(deltas, anchors[anchor_idx])  # (N, C, 4) float32
         sizes = image_sizes.to(boxes)
         upper = torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=1)[:, None, :]  # (N, 1, 4)
         boxes = torch.minimum(boxes.clamp(min=0), upper)
+        return self._nms(boxes, scores, labels, k)
 
-        keep = scores > self.score_thresh  # (N, C): top-k first, then threshold = threshold, then top-k
-        image_idx = torch.arange(n, device=scores.device)[:, None].expand_as(scores)[keep]
-        flat_boxes, flat_scores, flat_labels = boxes[keep], scores[keep], labels[keep]
-        kept = batched_nms(flat_boxes, flat_scores, image_idx * k + flat_labels, self.nms_thresh)
-        kept_image = image_idx[kept]  # sorted by decreasing score within each image
-
-        detections = []
-        for i in range(n):
-            sel = kept[kept_image == i][: self.detections_per_img]
-            detections.append({"boxes": flat_boxes[sel], "scores": flat_scores[sel], "labels": flat_labels[sel]})
-        return detections
+    def _nms(self, boxes: Tensor, scores: Tensor, labels: Tensor, k: int) -> list[dict[str, Tensor]]:
+        """Class-wise NMS of each image's candidates, sorted best first: (N, C, 4), (N, C), (N, C); K classes."""
+        n, c = scores.shape
+        d = self.detections_per_img
+        passing = (scores > self.score_thresh).sum(dim=1)  # (N,): a prefix of each row
+        detections: list[dict[str, Tensor] | None] = [None] * n
+        todo = torch.arange(n, device=scores.device)
+        prefix = min(c, PREFIX_FACTOR * d)
+        while len(todo):
+            s = scores[todo, :prefix]  # (T, P)
+            keep = s > self.score_thresh
+            image = torch.arange(len(todo), device=s.device)[:, None].expand_as(s)[keep]
+            flat_boxes, flat_scores, flat_labels = boxes[todo, :prefix][keep], s[keep], labels[todo, :prefix][keep]
+            kept = class_wise_nms(flat_boxes, flat_scores, image * k + flat_labels, self.nms_thresh)
+            kept_image = image[kept]  # by decreasing score within each image
+            enough = torch.bincount(kept_image, minlength=len(todo)) >= d
+            done = enough | (passing[todo] <= prefix) | (prefix >= c)
+            for j in done.nonzero().flatten().tolist():
+                sel = kept[kept_image == j][:d]
+                detections[int(todo[j])] = {"boxes": flat_boxes[sel], "scores": flat_scores[sel],
+                                            "labels": flat_labels[sel]}
+            todo, prefix = todo[~done], min(c, prefix * PREFIX_FACTOR)
+        return detections  # type: ignore[return-value]

@@ -1,6 +1,8 @@
 import torch
+from torchvision.ops import batched_nms
 
 from detector.model import PostProcessor
+from detector.model.postprocess import class_wise_nms
 
 
 def _logit(p):
@@ -40,3 +42,60 @@ def test_topk_is_per_level_and_boxes_are_clipped_per_image():
 def test_empty_when_nothing_passes():
     dets = PostProcessor()(torch.full((3, 5, 2), -9.0), torch.zeros(3, 5, 4), torch.rand(5, 4), [5], torch.tensor([[9, 9]] * 3))
     assert [len(d["boxes"]) for d in dets] == [0, 0, 0]
+
+
+def _reference(logits, deltas, anchors, per_level, sizes, post):
+    """Threshold, top-k per level, decode, torchvision's batched_nms over all candidates, cap: image by image."""
+    out = []
+    for i in range(logits.shape[0]):
+        boxes_all, scores_all, labels_all = [], [], []
+        for lv_logits, lv_deltas, lv_anchors in zip(logits[i].split(per_level), deltas[i].split(per_level),
+                                                    anchors.split(per_level)):
+            scores = torch.sigmoid(lv_logits).flatten()
+            scores, idx = scores.topk(min(post.topk_candidates, scores.numel()))
+            keep = scores > post.score_thresh
+            scores, idx = scores[keep], idx[keep]
+            k = lv_logits.shape[1]
+            boxes = post.box_coder.decode(lv_deltas[idx // k], lv_anchors[idx // k])
+            h, w = sizes[i].tolist()
+            boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w),
+                                 boxes[:, 3].clamp(0, h)], dim=1)
+            boxes_all.append(boxes), scores_all.append(scores), labels_all.append(idx % k)
+        boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+        kept = batched_nms(boxes, scores, labels, post.nms_thresh)[: post.detections_per_img]
+        out.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]})
+    return out
+
+
+def test_dense_clustered_candidates_equal_plain_nms_over_all_of_them():
+    """Clusters of overlapping anchors: NMS over the best 4 x 40 candidates keeps too few, so the
+    early exit needs several rounds, and later rounds take the grouped CPU path (> 1,000 boxes)."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(8, 2, generator=g) * 400
+    centres = centres.repeat_interleave(250, dim=0) + torch.randn(2000, 2, generator=g) * 2
+    sizes = 24 + torch.rand(2000, 2, generator=g) * 2
+    anchors = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)  # (2000, 4)
+    per_level = [1500, 500]
+    logits = torch.randn(3, 2000, 3, generator=g) * 1.5 - 1.0  # most of the 6,000 scores pass 0.05
+    deltas = torch.randn(3, 2000, 4, generator=g) * 0.02
+    image_sizes = torch.tensor([[430, 430], [420, 430], [430, 425]])
+    post = PostProcessor(detections_per_img=40, topk_candidates=1000)
+    got = post(logits, deltas, anchors, per_level, image_sizes)
+    want = _reference(logits, deltas, anchors, per_level, image_sizes, post)
+    for g_det, w_det in zip(got, want):
+        assert len(w_det["scores"]) == 40
+        torch.testing.assert_close(g_det["scores"], w_det["scores"], rtol=0, atol=0)
+        torch.testing.assert_close(g_det["boxes"], w_det["boxes"], rtol=0, atol=1e-4)
+        assert torch.equal(g_det["labels"], w_det["labels"])
+
+
+def test_class_wise_nms_keeps_what_batched_nms_keeps():
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(3000, 2, generator=g) * 300
+    boxes = torch.cat([xy, xy + 10 + torch.rand(3000, 2, generator=g) * 40], dim=1)
+    scores = torch.rand(3000, generator=g)
+    groups = torch.randint(0, 40, (3000,), generator=g)
+    assert torch.equal(class_wise_nms(boxes, scores, groups, 0.5), batched_nms(boxes, scores, groups, 0.5))
+    few = slice(0, 500)  # below the grouped path's threshold: torchvision's own
+    assert torch.equal(class_wise_nms(boxes[few], scores[few], groups[few], 0.5),
+                       batched_nms(boxes[few], scores[few], groups[few], 0.5))
