@@ -22,8 +22,10 @@ numbers do not move; only the order of the final sums differs. The bulk is compu
 target were 0; the few positive elements are then overwritten. alpha=None means no weighting
 (w0 = w1 = 1); gamma=0 gives (alpha-balanced) cross-entropy.
 
-On CPU a slice holds fewer than 2^15 elements (PyTorch's intra-op grain size), so each op runs
-on one thread without synchronisation and on data in L2; on CUDA the whole block is one slice.
+On CPU a slice holds 2^18 elements (1 MiB of float32): each op is large enough to be split over
+the intra-op threads and its temporaries stay in cache (measured with 2 threads, batch 8 x 49,104
+anchors x 91 classes, forward and backward: 0.61 s at 2^15 elements, 0.29 s at 2^17, 0.27 s at
+2^18, 0.35 s at 2^20); on CUDA the whole block is one slice.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-#: Elements of one slice on CPU: below at::internal::GRAIN_SIZE (32768), see the module doc.
-CPU_SLICE_ELEMENTS = 32767
+#: Elements of one slice on CPU, see the module doc.
+CPU_SLICE_ELEMENTS = 1 << 18
 _TINY = torch.finfo(torch.float32).tiny
 
 

@@ -24,9 +24,10 @@ BACKGROUND = -1
 IGNORE = -2
 
 
-#: IoU elements of one block on CPU: below at::internal::GRAIN_SIZE (32768), so that each op of
-#: the block runs on one thread without synchronisation and on data in cache.
-CPU_BLOCK_ELEMENTS = 32767
+#: IoU elements of one block on CPU: each op is split over the intra-op threads and the block's
+#: temporaries stay in cache (batch 8, 200 boxes, 49,104 anchors, 2 threads: 0.48 s at 2^15
+#: elements, 0.44 s at 2^18, 0.58 s at 2^20).
+CPU_BLOCK_ELEMENTS = 1 << 18
 #: Fewest anchors in a CPU block, so that many boxes do not make blocks of a handful of anchors.
 CPU_MIN_BLOCK_ANCHORS = 64
 
