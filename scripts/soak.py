@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     summary = summarize(out)
     summary.update({"command": " ".join(["python", "scripts/soak.py", *(argv if argv is not None else sys.argv[1:])]),
-                    "full": args.full, "size": args.size, "batch_size": args.batch_size, "workers": args.workers})
+                    "full": args.full, **({"config": "configs/synthetic.yaml as it is"} if args.full else
+                                         {"size": args.size, "batch_size": args.batch_size, "workers": args.workers})})
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     if args.max_slope is not None and not summary["second_half_slope_mb_per_1000_steps"] <= args.max_slope:
