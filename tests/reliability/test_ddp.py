@@ -6,8 +6,10 @@ processes the same global batches, augmented alike, as one process gets; the pos
 that divides the loss is the all-reduced mean (detector.model.losses.RetinaNetLoss._normalizer),
 so DDP's gradient average equals the one-process gradient; the learning rate scales with the
 global batch. What does not: BatchNorm in training mode normalises each process's 2 images with
-their own statistics, where one process uses all 4 (no SyncBatchNorm on CPU). The resulting
-difference is measured in docs/reliability.md; the tolerance below comes from it.
+their own statistics, where one process uses all 4 (no SyncBatchNorm on CPU). With BatchNorm
+frozen, the two compute the same losses to float rounding, which is checked step by step; with
+it trainable, the val AP differs by up to a few hundredths at the tiny AP these 60 steps reach
+(docs/reliability.md; the 400-step comparison there: within 0.01 at AP ~0.15).
 """
 
 from __future__ import annotations
@@ -82,12 +84,15 @@ def test_positive_count_is_all_reduced_so_ddp_gradients_equal_one_process(tmp_pa
 
 # ------------------------------------------------------------------------------ end to end
 STEPS = 60
-#: |val AP (2 processes) - val AP (1 process)| measured for this config (docs/reliability.md): BatchNorm's
-#: per-process statistics are the whole difference (with frozen BatchNorm it is float rounding only).
-AP_TOLERANCE = 0.02
-RUN = ["--trainer.max_steps", STEPS, "--trainer.val_check_interval", STEPS, "--trainer.num_sanity_val_steps", 0,
-       "--checkpoint.monitor", "null", "--checkpoint.save_top_k", 0, "--trainer.accelerator", "cpu",
-       "--model.optimizer", "adamw", "--model.lr", 0.004, "--model.warmup_steps", 0]
+#: |val AP (2 processes) - val AP (1 process)| after 60 steps with trainable BatchNorm, at an AP of
+#: 0.002-0.03: measured 0.006, 0.008, 0.018, 0.024 (docs/reliability.md). A noise floor, not a
+#: precision claim: the exact check is the frozen-BatchNorm one below.
+AP_TOLERANCE = 0.03
+#: Steps of the frozen-BatchNorm comparison, and how far the losses may differ (measured: 3e-7).
+FROZEN_STEPS = 10
+LOSS_TOLERANCE = 1e-5
+RUN = ["--trainer.num_sanity_val_steps", 0, "--checkpoint.monitor", "null", "--checkpoint.save_top_k", 0,
+       "--trainer.accelerator", "cpu", "--model.optimizer", "adamw", "--model.lr", 0.004, "--model.warmup_steps", 0]
 
 
 def _rows(path) -> tuple[list[dict], dict]:
@@ -95,18 +100,21 @@ def _rows(path) -> tuple[list[dict], dict]:
     return [r for r in rows if "step" in r], next(r for r in rows if "validation_at" in r)
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process_at_the_same_global_batch(odd_synthetic, tmp_path):
-    runs = {}
-    for name, extra in (("one", ["--data.batch_size", 4, "--trainer.devices", 1]),
+def _one_and_two(root, tmp_path, steps: int, *extra) -> tuple[tuple[list[dict], dict], list[tuple[list[dict], dict]]]:
+    """The same run on 1 process (batch 4) and on 2 DDP processes (batch 2 each): their StepRecorder rows."""
+    for name, split in (("one", ["--data.batch_size", 4, "--trainer.devices", 1]),
                         ("two", ["--data.batch_size", 2, "--trainer.devices", 2, "--trainer.strategy", "ddp"])):
-        args = fit_args(odd_synthetic, tmp_path / name, *RUN, *extra,
-                        callback_arg(RecordSteps, path=str(tmp_path / f"{name}.jsonl")))
+        args = fit_args(root, tmp_path / name, *RUN, "--trainer.max_steps", steps, "--trainer.val_check_interval",
+                        steps, *extra, *split, callback_arg(RecordSteps, path=str(tmp_path / f"{name}.jsonl")))
         proc = subprocess.run([sys.executable, "scripts/train.py", *args], cwd=REPO, env=script_env(),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    one_steps, one_val = _rows(tmp_path / "one.jsonl")
-    ranks = [_rows(tmp_path / f"two.jsonl.rank{r}") for r in range(2)]
+    return _rows(tmp_path / "one.jsonl"), [_rows(tmp_path / f"two.jsonl.rank{r}") for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_at_the_same_global_batch(odd_synthetic, tmp_path):
+    (one_steps, one_val), ranks = _one_and_two(odd_synthetic, tmp_path, STEPS)
 
     # the same global batches: process 0 and 1 together hold the one-process batch, pixel for pixel
     assert len(one_steps) == STEPS
@@ -123,5 +131,19 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(odd_synthe
     assert one_val["evaluated_image_ids"] == all_ids
 
     ap_one, ap_two = one_val["metrics"]["val/AP"], ranks[0][1]["metrics"]["val/AP"]
-    assert ap_one > 0.005  # a model that detects something, so that the comparison means something
+    assert max(ap_one, ap_two) > 0.005  # the models detect something, so that the comparison means something
     assert abs(ap_two - ap_one) <= AP_TOLERANCE, (ap_one, ap_two)
+
+
+@pytest.mark.slow
+def test_with_frozen_batchnorm_ddp_computes_the_one_process_losses(odd_synthetic, tmp_path):
+    """Without per-process BatchNorm statistics, nothing but float rounding separates the two: the
+    positive count is all-reduced and DDP averages gradients, so each step's loss of one process
+    equals the mean of the two processes' losses."""
+    (one_steps, _), ranks = _one_and_two(odd_synthetic, tmp_path, FROZEN_STEPS, "--model.detector.freeze_bn", "true")
+    assert len(one_steps) == FROZEN_STEPS
+    for k, row in enumerate(one_steps):
+        mean = (ranks[0][0][k]["loss"] + ranks[1][0][k]["loss"]) / 2
+        assert abs(row["loss"] - mean) <= LOSS_TOLERANCE, (k, row["loss"], mean)
+    # the losses move: the optimizer steps are taken, and the same ones
+    assert abs(one_steps[-1]["loss"] - one_steps[0]["loss"]) > 100 * LOSS_TOLERANCE
