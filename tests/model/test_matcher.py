@@ -63,3 +63,68 @@ def test_equals_torchvision_matcher_per_image_and_chunking_changes_nothing():
         expected = tv(box_iou(gt[i, :c], anchors)) if c else torch.full((3000,), BACKGROUND)
         assert torch.equal(ours[i], expected), i
     assert (ours >= 0).any() and (ours == IGNORE).any()
+
+
+def _pyramid_anchors(image_size=256):
+    """torchvision's RetinaNet anchors of one image_size x image_size image (P3-P7)."""
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.image_list import ImageList
+
+    sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
+    generator = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 5)
+    images = ImageList(torch.zeros(1, 3, image_size, image_size), [(image_size, image_size)])
+    features = [torch.zeros(1, 1, image_size // s, image_size // s) for s in (8, 16, 32, 64, 128)]
+    return generator(images, features)[0]
+
+
+def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cases():
+    g = torch.Generator().manual_seed(3)
+    anchors = _pyramid_anchors(256)  # 12,276 anchors in 4 size octaves
+    n, m = 4, 120
+    xy = torch.rand(n, m, 2, generator=g) * 240
+    gt = torch.cat([xy, xy + 4 + torch.rand(n, m, 2, generator=g) * 120], dim=-1)
+    gt[0, 5] = gt[0, 2]  # a duplicate box: ties between boxes go to the lower index
+    gt[0, 7] = anchors[1000]  # a box equal to an anchor, and one equal to another anchor twice
+    gt[0, 8] = anchors[2000]
+    gt[0, 9] = anchors[2000]
+    gt[1, 3] = torch.tensor([50.0, 50.0, 50.0, 80.0])  # zero width
+    gt[1, 4] = torch.tensor([5000.0, 5000.0, 5010.0, 5010.0])  # overlaps no anchor
+    gt[1, 6] = torch.tensor([100.0, 100.0, 102.0, 101.0])  # tiny: only a low-quality match
+    valid = torch.ones(n, m, dtype=torch.bool)
+    valid[2, 40:] = False  # padding
+    valid[3] = False  # an image without boxes in a batch with boxes
+    gt[2, 40:] = anchors[:80]  # padding that sits on anchors never matches
+
+    tv = TVMatcher(0.5, 0.4, allow_low_quality_matches=True)
+    culled = Matcher(cull=True)(gt, valid, anchors)
+    assert torch.equal(culled, Matcher(cull=False)(gt, valid, anchors))
+    for i in range(n):
+        c = int(valid[i].sum())
+        iou = box_iou(gt[i, :c], anchors)
+        # Our one difference from torchvision: a box that overlaps no anchor (best IoU 0) claims
+        # nothing, so it is left out of the reference (torchvision's low-quality rule would hand
+        # it every anchor: they all tie at IoU 0).
+        kept = torch.nonzero(iou.amax(dim=1) > 0).squeeze(1)
+        expected = torch.full((len(anchors),), BACKGROUND)
+        if c:
+            expected = tv(iou[kept])
+            expected = torch.where(expected >= 0, kept[expected.clamp(min=0)], expected)
+        assert torch.equal(culled[i], expected), i
+    assert culled[0, 1000] == 7 and culled[0, 2000] == 8  # exact anchor: IoU 1; the tie to the lower index
+    tiny_best = box_iou(gt[1, 6:7], anchors)[0].argmax()  # IoU 0.002: only the low-quality rule matches it
+    assert culled[1, tiny_best] >= 0
+    assert not (culled[1] == 4).any() and not (culled[1] == 3).any()
+
+    # fg_iou = bg_iou = 0: every anchor is foreground, even those that overlap nothing
+    # (matched to the first valid box, as the dense max over all-zero IoUs does).
+    loose = dict(fg_iou=0.0, bg_iou=0.0, allow_low_quality_matches=False)
+    assert torch.equal(Matcher(cull=True, **loose)(gt, valid, anchors), Matcher(cull=False, **loose)(gt, valid, anchors))
+    strict = dict(allow_low_quality_matches=False)
+    assert torch.equal(Matcher(cull=True, **strict)(gt, valid, anchors), Matcher(cull=False, **strict)(gt, valid, anchors))
+
+
+def test_culled_path_with_no_box_near_any_anchor():
+    anchors = _pyramid_anchors(128)
+    gt = torch.tensor([[[9000.0, 9000.0, 9100.0, 9100.0]] * 20])
+    matches = Matcher(cull=True)(gt, torch.ones(1, 20, dtype=torch.bool), anchors)
+    assert (matches == BACKGROUND).all()
