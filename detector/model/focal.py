@@ -11,16 +11,19 @@ cheap once the sigmoid and the cross-entropy are there), so backward is one mult
 Per element, with p = sigmoid(x), the targets of a sigmoid detector (one-hot on the anchor's
 class for positives, zero otherwise) and the weights w0 = 1 - alpha, w1 = alpha:
 
-    t = 0:  FL = w0 * ce0 * q^gamma,  ce0 = x - logsigmoid(x) = softplus(x),  q = 1 - (1 - p)
-            dFL/dx = w0 * q^gamma * (gamma * (1 - p) * ce0 + p)
+    t = 0:  FL = w0 * ce0 * p^gamma,  ce0 = x - logsigmoid(x) = softplus(x)
+            dFL/dx = w0 * p^gamma * (gamma * (1 - p) * ce0 + p)
     t = 1:  FL = w1 * ce1 * (1 - p)^gamma,  ce1 = -logsigmoid(x) = softplus(-x)
             dFL/dx = -w1 * (1 - p)^gamma * (gamma * p * ce1 + (1 - p))
 
-The loss terms follow torchvision's `sigmoid_focal_loss` operation by operation, roundings
-included (1 - (1 - p) is its 1 - p_t; see `_bce_zero_target` for the one liberty), so that the
-numbers do not move; only the order of the final sums differs. The bulk is computed as if every
-target were 0; the few positive elements are then overwritten. alpha=None means no weighting
-(w0 = w1 = 1); gamma=0 gives (alpha-balanced) cross-entropy.
+The positive elements follow torchvision's `sigmoid_focal_loss` operation by operation. The
+bulk, computed as if every target were 0 (the few positive elements are then overwritten), takes
+q = p rather than torchvision's 1 - (1 - p) and softplus from p (see `_softplus`): 15 passes over
+a slice instead of 24, 1.5x faster forward and backward (batch 8 x 49,104 anchors x 91 classes,
+2 threads: 0.27 -> 0.18 s). Against float64 over x in [-40, 40] it is as accurate as
+torchvision's float32 formula: largest absolute error 1.9e-6 (torchvision 2.4e-6) at gamma 2,
+alpha .25, and 5.5e-7 (4.8e-7) for plain CE; the tests hold it within 1e-5 of torchvision's.
+alpha=None means no weighting (w0 = w1 = 1); gamma=0 gives (alpha-balanced) cross-entropy.
 
 On CPU a slice holds 2^18 elements (1 MiB of float32): each op is large enough to be split over
 the intra-op threads and its temporaries stay in cache (measured with 2 threads, batch 8 x 49,104
@@ -37,23 +40,18 @@ from torch.autograd.function import once_differentiable
 
 #: Elements of one slice on CPU, see the module doc.
 CPU_SLICE_ELEMENTS = 1 << 18
-_TINY = torch.finfo(torch.float32).tiny
 
 
-def _bce_zero_target(x: Tensor) -> Tensor:
-    """binary_cross_entropy_with_logits(x, 0) = x - logsigmoid(x), float32, with torch's roundings.
+def _softplus(x: Tensor, p: Tensor, one_minus_p: Tensor) -> Tensor:
+    """softplus(x) = binary_cross_entropy_with_logits(x, 0), float32, from p = sigmoid(x) and 1 - p.
 
-    torch computes logsigmoid(x) as min(x, 0) - log1p(exp(-|x|)); so does this, except that
-    log1p(e) is log(u) * e / (u - 1) with u = 1 + e (Goldberg's identity, a few ulps), because
-    torch's log1p and logsigmoid are not vectorised on CPU. The difference stays far below the
-    rounding of the subtractions, which are torch's own.
+    max(x, 0) - log(sigmoid(|x|)), where sigmoid(|x|) = max(p, 1 - p) lies in [0.5, 1], so the
+    log is never of 0: its absolute error is about one rounding of 1 - p (6e-8), a large relative
+    error only where softplus(x) is itself that small (x < -14); for x > 16.6 (p rounds to 1) it
+    is exactly x. Four vectorised passes: 5x faster than F.softplus on CPU (2^18 elements: 0.26 ms
+    against 1.3 ms).
     """
-    e = torch.exp(x.abs().neg_())
-    u = e + 1
-    # Where u == 1 (|x| > 16.6) this gives 0 instead of e < 6e-8, which the subtractions below
-    # round away exactly as torch's do: the result is |x| or 0 either way.
-    log1p = torch.log(u).mul_(e).div_((u - 1).clamp_(min=_TINY))
-    return x - (x.clamp(max=0) - log1p)
+    return x.clamp(min=0).sub_(torch.maximum(p, one_minus_p).log_())
 
 
 def _pow(x: Tensor, gamma: float) -> Tensor:
@@ -100,22 +98,21 @@ class _FocalLossPerAnchor(torch.autograd.Function):
             stop = min(rows, start + step)
             z = x[start:stop].float()
             p = torch.sigmoid(z)
-            qg = _pow(1 - (1 - p), gamma)  # torchvision's 1 - p_t, with its rounding
-            ce = _bce_zero_target(z)
-            term = ce * qg
+            one_minus_p = 1 - p
+            ce = _softplus(z, p, one_minus_p)  # binary_cross_entropy_with_logits(z, 0)
+            qg = _pow(p, gamma)
             if neg_weight is not None:
-                term.mul_(neg_weight)
                 qg.mul_(neg_weight)
+            term = ce * qg
             a, b = bounds[i], bounds[i + 1]
             if b > a:
                 local_rows = pos_rows[a:b] - start
                 term[local_rows, pos_cls[a:b]] = pos_loss[a:b]
             torch.sum(term, dim=1, out=loss[start:stop])
-            # 1 where z < 0, else 0 (float arithmetic: cheaper than a bool mask)
-            torch.sum(term.mul_(z.clamp(max=0).sign_().neg_()), dim=1, out=easy[start:stop])
+            torch.sum(term.masked_fill_(z >= 0, 0.0), dim=1, out=easy[start:stop])
             if need_grad:
                 g = grad[start:stop]
-                torch.mul(torch.addcmul(p, 1 - p, ce, value=gamma), qg, out=g)
+                torch.addcmul(p, one_minus_p, ce, value=gamma, out=g).mul_(qg)
                 if b > a:
                     g[local_rows, pos_cls[a:b]] = pos_grad[a:b]
 

@@ -63,3 +63,22 @@ def test_bf16_logits_give_float32_loss_and_bf16_gradient():
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
     ref, _ = _reference(logits.bfloat16().float(), labels, valid, 0.25, 2.0)
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (None, 0.0), (0.25, 5.0)])
+def test_extreme_logits_against_float64(alpha, gamma):
+    # from far below (easy negatives, p ~ 1e-44) to far above (p rounds to 1: softplus must be x,
+    # not log(0)); every value a negative class, one row of positives
+    x = torch.linspace(-100.0, 100.0, 2001).view(1, -1, 1).repeat(1, 1, 2)
+    labels = torch.full((1, x.shape[1]), 2)
+    labels[0, ::7] = 0
+    valid = torch.ones(1, x.shape[1], dtype=torch.bool)
+    xg = x.clone().requires_grad_()
+    loss, _ = focal_loss_per_anchor(xg, labels, valid, alpha, gamma)
+    loss.sum().backward()
+    y = x.double().requires_grad_()
+    ref, _ = _reference(y, labels, valid, alpha, gamma)
+    ref.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(xg.grad).all()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xg.grad.double(), y.grad, rtol=1e-5, atol=1e-7)

@@ -88,9 +88,14 @@ STEPS = 60
 #: 0.002-0.03: measured 0.006, 0.008, 0.018, 0.024 (docs/reliability.md). A noise floor, not a
 #: precision claim: the exact check is the frozen-BatchNorm one below.
 AP_TOLERANCE = 0.03
-#: Steps of the frozen-BatchNorm comparison, and how far the losses may differ (measured: 3e-7).
+#: Steps of the frozen-BatchNorm comparison, and how far the losses may differ: at the first step
+#: (the same weights) only by the order of float sums; after it, AdamW's normalised steps carry
+#: the gradients' rounding differences forward, and they grow (measured at steps 0-9: 0, 0, 2e-7,
+#: 2e-6, 7e-6, 7e-7, 7e-6, 2.6e-5, 1.7e-5, 4e-6). A positive count that is not all-reduced moves
+#: the first step's loss by 1.7 here (a loss of about 1.4).
 FROZEN_STEPS = 10
-LOSS_TOLERANCE = 1e-5
+FIRST_LOSS_TOLERANCE = 1e-6
+LOSS_TOLERANCE = 1e-4
 RUN = ["--trainer.num_sanity_val_steps", 0, "--checkpoint.monitor", "null", "--checkpoint.save_top_k", 0,
        "--trainer.accelerator", "cpu", "--model.optimizer", "adamw", "--model.lr", 0.004, "--model.warmup_steps", 0]
 
@@ -144,6 +149,6 @@ def test_with_frozen_batchnorm_ddp_computes_the_one_process_losses(odd_synthetic
     assert len(one_steps) == FROZEN_STEPS
     for k, row in enumerate(one_steps):
         mean = (ranks[0][0][k]["loss"] + ranks[1][0][k]["loss"]) / 2
-        assert abs(row["loss"] - mean) <= LOSS_TOLERANCE, (k, row["loss"], mean)
+        assert abs(row["loss"] - mean) <= (FIRST_LOSS_TOLERANCE if k == 0 else LOSS_TOLERANCE), (k, row["loss"], mean)
     # the losses move: the optimizer steps are taken, and the same ones
     assert abs(one_steps[-1]["loss"] - one_steps[0]["loss"]) > 100 * LOSS_TOLERANCE
