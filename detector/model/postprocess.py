@@ -53,6 +53,27 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold:
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
 
+def top_pairs(logits: Tensor, top: int) -> tuple[Tensor, Tensor]:
+    """The `top` largest (anchor, class) logits of each image, as `logits.flatten(1).topk(top)`.
+
+    Args: logits (N, R, K); top <= R * K.
+    Returns: values (N, top) and flat indices anchor * K + class (N, top), largest first.
+
+    The top-th largest pair is at least the top-th largest anchor maximum (the best `top` anchors
+    hold `top` pairs that reach it), so every pair of the result lies in those `top` anchors:
+    one pass for the maxima, then top-k over `top` x K pairs instead of R x K (the same set up to
+    the choice among equal values at the boundary, which topk leaves open too).
+    """
+    n, r, k = logits.shape
+    if top >= r:
+        return logits.flatten(1).topk(top, dim=1)
+    anchors = logits.amax(dim=2).topk(top, dim=1).indices  # (N, top)
+    pairs = torch.gather(logits, 1, anchors[..., None].expand(-1, -1, k))  # (N, top, K)
+    values, idx = pairs.flatten(1).topk(top, dim=1)  # (N, top)
+    anchor = torch.gather(anchors, 1, torch.div(idx, k, rounding_mode="floor"))
+    return values, anchor * k + idx % k
+
+
 class PostProcessor:
     """Args: score_thresh, topk_candidates (per level), nms_thresh, detections_per_img, box_coder."""
 
@@ -88,8 +109,7 @@ class PostProcessor:
         logits_all, anchor_idx_all, labels_all = [], [], []
         start = 0
         for count, logits in zip(num_anchors_per_level, cls_logits.split(list(num_anchors_per_level), dim=1)):
-            logits = logits.flatten(1)  # (N, R_l * K)
-            top_logits, top_idx = logits.topk(min(self.topk_candidates, logits.shape[1]), dim=1)  # (N, top)
+            top_logits, top_idx = top_pairs(logits, min(self.topk_candidates, count * k))  # (N, top)
             logits_all.append(top_logits)
             anchor_idx_all.append(torch.div(top_idx, k, rounding_mode="floor") + start)
             labels_all.append(top_idx % k)

@@ -1,8 +1,9 @@
+import pytest
 import torch
 from torchvision.ops import batched_nms
 
 from detector.model import PostProcessor
-from detector.model.postprocess import class_wise_nms
+from detector.model.postprocess import class_wise_nms, top_pairs
 
 
 def _logit(p):
@@ -99,3 +100,16 @@ def test_class_wise_nms_keeps_what_batched_nms_keeps():
     few = slice(0, 500)  # below the grouped path's threshold: torchvision's own
     assert torch.equal(class_wise_nms(boxes[few], scores[few], groups[few], 0.5),
                        batched_nms(boxes[few], scores[few], groups[few], 0.5))
+
+
+@pytest.mark.parametrize("r, k, top", [(500, 7, 100), (60, 91, 1000), (30, 5, 150), (40, 3, 40)])
+def test_top_pairs_equals_topk_over_every_anchor_and_class(r, k, top):
+    g = torch.Generator().manual_seed(r + k)
+    logits = torch.randn(3, r, k, generator=g)
+    logits[0, 7] += 10.0  # image 0: one anchor holds the best k pairs
+    logits[1, :, 2] += 5.0  # image 1: one class is best everywhere, so the best pairs span many anchors
+    values, idx = top_pairs(logits, top)
+    ref_values, ref_idx = logits.flatten(1).topk(top, dim=1)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(idx.sort(dim=1).values, ref_idx.sort(dim=1).values)
+    assert torch.equal(torch.gather(logits.flatten(1), 1, idx), values)
