@@ -66,6 +66,23 @@ def _iou(box: tuple[Tensor, ...], anchor: tuple[Tensor, ...]) -> Tensor:
     return inter.div_(union)
 
 
+def _claim_target(best_per_box: Tensor) -> Tensor:
+    """The IoU each box claims its anchors at: its best; 2 (never reached) for a box that overlaps
+    no anchor at all (best IoU 0), which claims nothing."""
+    return torch.where(best_per_box > 0, best_per_box, torch.full_like(best_per_box, 2.0))
+
+
+def _claimed(boxes: Tensor, block_anchors: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(hit, offset) of the anchors whose IoU with their hit's box equals its target.
+
+    Args: boxes (Q, 4), one box per hit; block_anchors (Q, B, 4), the block of anchors holding that
+    box's best IoU; target (Q,), that IoU. Returns (P,) each: the hit and the anchor's offset in
+    its block.
+    """
+    iou = _iou(_coords(boxes[:, None, :]), _coords(block_anchors))  # (Q, B)
+    return torch.nonzero(iou == target[:, None]).unbind(1)
+
+
 class Matcher:
     """Matches anchors to padded ground truth.
 
@@ -73,8 +90,8 @@ class Matcher:
         fg_iou: IoU at or above which an anchor is foreground.
         bg_iou: IoU below which an anchor is background.
         allow_low_quality_matches: let each box claim its best anchors whatever their IoU.
-        max_chunk_elements: bound on N * M * anchors of one IoU block (CUDA; on CPU blocks are
-            smaller still, see CPU_BLOCK_ELEMENTS).
+        max_chunk_elements: bound on the IoU elements computed at a time (N * M * anchors of a
+            dense block; on CPU blocks are smaller still, see CPU_BLOCK_ELEMENTS).
         cull: compute the IoU only for (box, anchor tile) pairs that overlap (same result); None
             chooses: on CPU from CULL_MIN_BOXES boxes per image.
 
@@ -128,8 +145,13 @@ class Matcher:
 
         gt_boxes, anchors = gt_boxes.float(), anchors.float()
         cull = self.cull if self.cull is not None else device.type == "cpu" and m >= CULL_MIN_BOXES
-        best = _culled_best if cull else self._dense_best
-        best_iou, best_box, hits = best(gt_boxes, valid, anchors, self.allow_low_quality_matches)
+        if cull:
+            budget = self.max_chunk_elements
+            if device.type == "cpu":
+                budget = min(budget, CPU_BLOCK_ELEMENTS)
+            best_iou, best_box, hits = _culled_best(gt_boxes, valid, anchors, self.allow_low_quality_matches, budget)
+        else:
+            best_iou, best_box, hits = self._dense_best(gt_boxes, valid, anchors, self.allow_low_quality_matches)
 
         matches = best_box.clone()
         matches[best_iou < self.fg_iou] = IGNORE
@@ -167,17 +189,13 @@ class Matcher:
         if not low_quality:
             return best_iou, best_box, None
 
-        # A box's best anchors; boxes that overlap no anchor at all (IoU 0) claim nothing.
-        best_per_box = block_best.amax(dim=0)  # (N, M)
-        target = torch.where(best_per_box > 0, best_per_box, torch.full_like(best_per_box, 2.0))
+        # A box's best anchors: recompute the IoU of the (box, block) pairs that hold its best
+        # value only; the last block is padded with empty anchors.
+        target = _claim_target(block_best.amax(dim=0))  # (N, M)
         hit_block, hit_image, hit_box = torch.nonzero(block_best == target).unbind(1)  # (Q,) each
-        # Recompute those (box, block) IoUs only; the last block is padded with empty anchors.
         pad = num_blocks * block - r
-        padded_anchors = torch.cat([anchors, anchors.new_zeros((pad, 4))])
-        hit_anchors = padded_anchors.view(num_blocks, block, 4)[hit_block]  # (Q, block, 4)
-        hit_boxes = gt_boxes[hit_image, hit_box][:, None, :]  # (Q, 1, 4)
-        iou = _iou(_coords(hit_boxes), _coords(hit_anchors))  # (Q, block)
-        q, offset = torch.nonzero(iou == target[hit_image, hit_box][:, None]).unbind(1)
+        blocks = torch.cat([anchors, anchors.new_zeros((pad, 4))]).view(num_blocks, block, 4)
+        q, offset = _claimed(gt_boxes[hit_image, hit_box], blocks[hit_block], target[hit_image, hit_box])
         return best_iou, best_box, (hit_image[q], hit_block[q] * block + offset)
 
 
@@ -198,9 +216,10 @@ def _tile_order(anchors: Tensor) -> Tensor:
 
 
 def _culled_best(
-    gt_boxes: Tensor, valid: Tensor, anchors: Tensor, low_quality: bool
+    gt_boxes: Tensor, valid: Tensor, anchors: Tensor, low_quality: bool, budget: int
 ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """`Matcher._dense_best` from the IoUs of (box, tile) pairs whose rectangles overlap.
+    """`Matcher._dense_best` from the IoUs of (box, tile) pairs whose rectangles overlap; at most
+    `budget` IoU elements at a time.
 
     An anchor can have IoU > 0 only with a box that overlaps its tile's bounding rectangle; all
     other IoUs are 0. Tiles are processed in groups (image, tile) with the image's overlapping
@@ -236,7 +255,6 @@ def _culled_best(
     groups = torch.nonzero(counts).squeeze(1)
     groups = groups[torch.argsort(counts[groups], stable=True)]  # by size: little padding per chunk
     sizes = counts[groups].tolist()
-    budget = CPU_BLOCK_ELEMENTS if device.type == "cpu" else 1 << 24
     start = 0
     while start < len(groups):
         stop = start + 1
@@ -268,22 +286,20 @@ def _culled_best(
     if not low_quality:
         return best_iou, best_box, None
 
-    # A box's best anchors (boxes that overlap no anchor claim nothing): recompute the IoU of the
-    # (group, box) pairs that hold the box's best value, and keep the anchors that equal it.
-    target = torch.where(best_per_box > 0, best_per_box, torch.full_like(best_per_box, 2.0))
+    if not seen:  # no box overlaps any anchor
+        empty = torch.zeros((0,), dtype=torch.int64, device=device)
+        return best_iou, best_box, (empty, empty)
+    # A box's best anchors: recompute the IoU of the (group, box) pairs that hold its best value.
+    target = _claim_target(best_per_box)  # (N*M,) flat
     hit_groups, hit_boxes = [], []
     for g, idx, ok, slot_best in seen:
         image = (g // num_tiles)[:, None].expand_as(idx)
         hit = ok & (slot_best == target[image * m + idx])  # (G, W)
         hit_groups.append(g[:, None].expand_as(idx)[hit])
         hit_boxes.append(idx[hit])
-    if not seen:  # no box overlaps any anchor
-        empty = torch.zeros((0,), dtype=torch.int64, device=device)
-        return best_iou, best_box, (empty, empty)
     g, box_idx = torch.cat(hit_groups), torch.cat(hit_boxes)  # (Q,) each
     image, tile = g // num_tiles, g % num_tiles
-    iou = _iou(_coords(gt_boxes[image, box_idx][:, None, :]), _coords(tiled[tile]))  # (Q, t)
-    q, offset = torch.nonzero(iou == target[image * m + box_idx][:, None]).unbind(1)
+    q, offset = _claimed(gt_boxes[image, box_idx], tiled[tile], target[image * m + box_idx])
     position = tile[q] * t + offset  # in tile order; copies past R are padding
     keep = position < r
     return best_iou, best_box, (image[q][keep], order[position[keep]])
