@@ -8,11 +8,13 @@ Each entry times two ways of computing the same thing, interleaved (detector.ben
 checks that they agree:
 - matcher_<M>_boxes: the dense IoU matcher against the culled one (Matcher(cull=False / True)),
   batch 8, the 49,104 anchors of a 512 px image, M random boxes an image; "same": equal matches.
-- softplus: F.softplus against focal._softplus (from the sigmoid), 2^18 logits.
+- softplus: F.softplus against max(x, 0) - log(sigmoid(|x|)) from focal._sigmoid_parts (sigmoid
+  included), 2^18 logits.
 - topk: `logits.flatten(1).topk(1000)` against postprocess.top_pairs on P3 of a 512 px image,
   batch 8, 91 classes; "same": the same values.
 - focal_against_<REV> (with --focal-against): the fused focal loss, forward and backward, of
-  detector/model/focal.py at git revision REV against this tree's, batch 8 x 49,104 x 91.
+  detector/model/focal.py at git revision REV against this tree's, batch 8 x 49,104 x 91 (this
+  tree's by its default rule: compiled at this size, see "ours_compiled").
 The ratio is the plain (or older) time over ours: higher is better for us.
 """
 
@@ -68,10 +70,9 @@ def matcher_entries(box_counts: list[int], rounds: int) -> dict:
 
 def softplus_entry(rounds: int) -> dict:
     x = torch.randn(1 << 18, generator=torch.Generator().manual_seed(0)) * 4
-    p = torch.sigmoid(x)
-    one_minus_p = 1 - p
-    err = float((F.softplus(x.double()) - focal._softplus(x, p, one_minus_p).double()).abs().max())
-    it = Interleaved({"F_softplus": lambda: F.softplus(x), "ours": lambda: focal._softplus(x, p, one_minus_p)},
+    ours = lambda: x.clamp(min=0) - focal._sigmoid_parts(x)[2]  # noqa: E731
+    err = float((F.softplus(x.double()) - ours().double()).abs().max())
+    it = Interleaved({"F_softplus": lambda: F.softplus(x), "ours": ours},
                      rounds=rounds * 20)
     return {"softplus": _entry(it, "F_softplus", "ours", elements=x.numel(), max_abs_error_vs_float64=err)}
 
@@ -120,7 +121,7 @@ def focal_entry(old, rev: str, rounds: int) -> dict:
     rel = float((older() - ours()).abs() / older().abs())
     it = Interleaved({"older": older, "ours": ours}, rounds=rounds)
     return {f"focal_against_{rev}": _entry(it, "older", "ours", shape=[BATCH, r, CLASSES],
-                                           loss_sum_relative_difference=rel)}
+                                           loss_sum_relative_difference=rel, ours_compiled=focal.use_compiled(x, None))}
 
 
 def main(argv=None) -> int:

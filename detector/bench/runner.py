@@ -100,7 +100,9 @@ def _measured(name: str, e: dict) -> str:
     if name == "assign_loss":
         parts = [f"{k.split('_')[1]} boxes: {v['torchvision_s'] * 1e3:.0f} / {v['ours_s'] * 1e3:.0f} ms ({v['ratio']:.2f}x)"
                  for k, v in e.items() if k.startswith("boxes_")]
-        return "torchvision / ours, fwd+bwd, batch {}: ".format(e["batch"]) + "; ".join(parts)
+        loss = "compiled" if e.get("ours_cls_loss_compiled") else "eager"
+        return ("torchvision / ours, fwd+bwd, batch {}: ".format(e["batch"]) + "; ".join(parts)
+                + f"; our focal loss {loss}, first call {e.get('ours_first_call_s', float('nan')):.1f} s")
     if name == "postprocess":
         return (f"torchvision {e['torchvision_s'] * 1e3:.0f} ms, ours {e['ours_s'] * 1e3:.0f} ms, batch {e['batch']}, "
                 f"{e['scores_above_thresh_per_image']:.3g} scores > 0.05 per image, same detections: {e['same_detections']}")

@@ -47,6 +47,7 @@ class RetinaNetConfig:
     box_loss_weight: float = 1.0
     normalizer_momentum: float | None = None  # None: this batch's positives; 0.9: EMA
     box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    compile_cls_loss: bool | None = None  # None: torch.compile'd on CPU for large blocks (model/focal.py)
 
     # Inference.
     score_thresh: float = 0.05

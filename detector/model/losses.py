@@ -96,12 +96,15 @@ class RetinaNetLoss(nn.Module):
         normalizer_momentum: None divides by the batch's positives; m in (0, 1) divides by an EMA
             norm <- m * norm + (1 - m) * positives (detectron2 uses 0.9).
         box_coder: the coder that turns matched boxes into regression targets.
+        compile_cls_loss: True/False: the classification loss torch.compile'd or eager; None: focal.py's
+            rule (compiled on CPU for large blocks).
     """
 
     def __init__(
         self, num_classes: int, *, cls_loss: str = "focal", alpha: float | None = 0.25, gamma: float = 2.0,
         ohem_neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", smooth_l1_beta: float = 0.1,
         box_loss_weight: float = 1.0, normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None,
+        compile_cls_loss: bool | None = None,
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -124,6 +127,7 @@ class RetinaNetLoss(nn.Module):
         self.box_loss_weight = box_loss_weight
         self.normalizer_momentum = normalizer_momentum
         self.box_coder = box_coder or BoxCoder()
+        self.compile_cls_loss = compile_cls_loss
         self.register_buffer("ema_positives", torch.tensor(100.0), persistent=True)
 
     def _normalizer(self, num_pos: Tensor) -> Tensor:
@@ -166,7 +170,8 @@ class RetinaNetLoss(nn.Module):
         labels = torch.gather(gt_labels, 1, safe)  # (N, R)
         labels = torch.where(positive, labels, torch.full_like(labels, k))  # K means "no class"
         # sigmoid_focal_loss against one-hot targets, summed over classes (focal.py: fused)
-        anchor_loss, anchor_easy = focal_loss_per_anchor(cls_logits, labels, valid, self.alpha, self.gamma)  # (N, R)
+        anchor_loss, anchor_easy = focal_loss_per_anchor(cls_logits, labels, valid, self.alpha, self.gamma,
+                                                       compiled=self.compile_cls_loss)  # (N, R)
         if self.cls_loss == "ohem":
             keep = self._ohem_keep(anchor_loss.detach(), positive, valid)
             anchor_loss, anchor_easy = anchor_loss * keep, anchor_easy * keep

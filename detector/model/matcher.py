@@ -39,8 +39,9 @@ CPU_MIN_BLOCK_ANCHORS = 64
 
 
 #: Boxes per image from which the CPU matcher culls (box, tile) pairs that cannot overlap; below
-#: it the dense matrix costs about the same. Batch 8, 49,104 anchors, 2 threads, dense -> culled:
-#: 0.014 s either way at 8 boxes, 0.030 -> 0.019 s at 20, 0.25 -> 0.09 s at 200, 1.3 -> 0.4 s at 1,000.
+#: it the dense matrix costs as much or less. Batch 8, 49,104 anchors, 2 threads, dense / culled
+#: time (scripts/bench_parts.py, docs/bench/parts_cpu.json): 0.78x at 8 boxes, 1.34x at 20, 2.26x
+#: at 200 (0.47 -> 0.21 s), 2.39x at 1,000 (1.84 -> 0.77 s).
 CULL_MIN_BOXES = 16
 #: Anchors of one tile of the culled path.
 CULL_TILE_ANCHORS = 256

@@ -193,7 +193,7 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
         config.num_classes, cls_loss=config.cls_loss, alpha=config.alpha, gamma=config.gamma,
         ohem_neg_pos_ratio=config.ohem_neg_pos_ratio, box_loss=config.box_loss,
         smooth_l1_beta=config.smooth_l1_beta, box_loss_weight=config.box_loss_weight,
-        normalizer_momentum=config.normalizer_momentum, box_coder=box_coder,
+        normalizer_momentum=config.normalizer_momentum, box_coder=box_coder, compile_cls_loss=config.compile_cls_loss,
     )
     postprocessor = PostProcessor(
         score_thresh=config.score_thresh, topk_candidates=config.topk_candidates, nms_thresh=config.nms_thresh,

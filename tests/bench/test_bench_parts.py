@@ -18,7 +18,7 @@ def test_parts_agree_and_every_entry_is_timed(tmp_path):
     assert parts["matcher_20_boxes"]["anchors"] == 49104
     assert parts["topk"]["same"] is True  # top_pairs == flatten().topk()
     assert parts["softplus"]["max_abs_error_vs_float64"] < 1e-6
-    assert parts["focal_against_HEAD"]["loss_sum_relative_difference"] == 0.0  # the same code
+    assert parts["focal_against_HEAD"]["loss_sum_relative_difference"] < 1e-5  # the same loss, eager or compiled
     for name in ("matcher_20_boxes", "softplus", "topk", "focal_against_HEAD"):
         assert parts[name]["ratio"] > 0 and parts[name]["rounds"] == (20 if name == "softplus" else 1)
 

@@ -1,10 +1,19 @@
-"""The fused per-anchor focal loss (detector/model/focal.py) against torchvision's element-wise one."""
+"""The fused per-anchor focal loss (detector/model/focal.py) against torchvision's element-wise one.
+
+Eager and compiled paths alike; the compiled one is compiled once a process for each (alpha, gamma)
+(about 7 s the first time, 2-3 s after), so its tests keep to three of them.
+"""
+
+import warnings
 
 import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
+from detector.model import focal
 from detector.model.focal import focal_loss_per_anchor
+
+COMPILED_CASES = [(0.25, 2.0), (None, 0.0), (0.25, 0.5)]  # the default, plain CE, a non-integer power
 
 
 def _case(n=3, r=257, k=7, seed=0):
@@ -65,8 +74,67 @@ def test_bf16_logits_give_float32_loss_and_bf16_gradient():
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (None, 0.0), (0.25, 5.0)])
-def test_extreme_logits_against_float64(alpha, gamma):
+@pytest.mark.parametrize("alpha, gamma", COMPILED_CASES)
+def test_compiled_equals_torchvision_in_value_and_gradient(alpha, gamma):
+    logits, labels, valid = _case()
+    x = logits.clone().requires_grad_()
+    loss, easy = focal_loss_per_anchor(x, labels, valid, alpha, gamma, compiled=True)
+    assert focal._compiled_fused not in (None, False)  # it did compile, not fall back
+    weights = torch.rand_like(loss)
+    (grad,) = torch.autograd.grad((loss * weights).sum(), x)
+
+    y = logits.clone().requires_grad_()
+    ref, ref_easy = _reference(y, labels, valid, alpha, gamma)
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), y)
+
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(easy, ref_easy.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert (loss[~valid] == 0).all() and (grad[~valid] == 0).all()
+
+
+def test_compiled_under_bf16_autocast_with_bf16_logits():
+    logits, labels, valid = _case(r=64)
+    x = logits.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = focal_loss_per_anchor(x, labels, valid, compiled=True)
+    loss.sum().backward()
+    assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+    ref, _ = _reference(logits.bfloat16().float(), labels, valid, 0.25, 2.0)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_compiles_large_cpu_training_blocks_only():
+    big = torch.empty(1, focal.COMPILE_MIN_ELEMENTS, 1)
+    small = torch.empty(1, focal.COMPILE_MIN_ELEMENTS - 1, 1)
+    assert focal.use_compiled(big, None) and not focal.use_compiled(small, None)
+    assert not focal.use_compiled(big, None, need_grad=False)  # no gradient: the eager path skips it
+    assert not focal.use_compiled(big.to("meta"), None)  # only CPU by default
+    assert focal.use_compiled(small, True) and not focal.use_compiled(big, False)
+
+
+def test_a_failing_compiler_warns_once_and_the_eager_path_gives_the_same(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return run
+
+    monkeypatch.setattr(focal, "_compiled_fused", None)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    logits, labels, valid = _case()
+    with pytest.warns(RuntimeWarning, match="torch.compile failed, using the eager path.*InvalidCxxCompiler"):
+        loss, _ = focal_loss_per_anchor(logits, labels, valid, compiled=True)
+    assert focal._compiled_fused is False
+    eager, _ = focal_loss_per_anchor(logits, labels, valid, compiled=False)
+    assert torch.equal(loss, eager)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        focal_loss_per_anchor(logits, labels, valid, compiled=True)
+
+
+@pytest.mark.parametrize("alpha, gamma, compiled", [(0.25, 2.0, False), (None, 0.0, False), (0.25, 5.0, False),
+                                                     (0.25, 2.0, True), (None, 0.0, True)])
+def test_extreme_logits_against_float64(alpha, gamma, compiled):
     # from far below (easy negatives, p ~ 1e-44) to far above (p rounds to 1: softplus must be x,
     # not log(0)); every value a negative class, one row of positives
     x = torch.linspace(-100.0, 100.0, 2001).view(1, -1, 1).repeat(1, 1, 2)
@@ -74,7 +142,7 @@ def test_extreme_logits_against_float64(alpha, gamma):
     labels[0, ::7] = 0
     valid = torch.ones(1, x.shape[1], dtype=torch.bool)
     xg = x.clone().requires_grad_()
-    loss, _ = focal_loss_per_anchor(xg, labels, valid, alpha, gamma)
+    loss, _ = focal_loss_per_anchor(xg, labels, valid, alpha, gamma, compiled=compiled)
     loss.sum().backward()
     y = x.double().requires_grad_()
     ref, _ = _reference(y, labels, valid, alpha, gamma)
