@@ -100,6 +100,23 @@ def _pipeline(s: BenchSettings, root: Path):
     return batch
 
 
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+            "aten::_slow_conv2d_backward")
+
+
+def _conv_time(step) -> tuple[float, float]:
+    """Seconds of one call of `step` spent in convolution kernels, forward and backward (torch.profiler's
+    self CPU time of the CONV_OPS), and their share of the call's wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        wall = time.perf_counter() - start
+    conv_s = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONV_OPS) / 1e6
+    return conv_s, conv_s / wall
+
+
 def training_cases(s: BenchSettings, device: torch.device) -> dict[str, dict]:
     """Entries train_step_fp32, train_step_default, pipeline_vs_train and mfu."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -158,6 +175,8 @@ def training_cases(s: BenchSettings, device: torch.device) -> dict[str, dict]:
             rounds=s.train_rounds, warmup=s.train_warmup, device=device,
         )
 
+    conv_s, conv_share = _conv_time(lambda: step_ours(ours_default, opt_default, True)) if device.type == "cpu" else (None, None)
+
     def ips(name):  # images per second
         return n / it.median(name)
 
@@ -207,6 +226,10 @@ def training_cases(s: BenchSettings, device: torch.device) -> dict[str, dict]:
             "achieved_flops_per_s_fp32": flops_ours / it.median("ours_fp32"),
             "mfu_default_bf16": mfu_default,
             "mfu_fp32": mfu_fp32,
+            # CPU: where the bf16 step's time goes (torch.profiler, one step): the convolutions'
+            # share, and their own FLOP/s over the bf16 peak (FLOPs are all in convolutions here)
+            "conv_share_of_step_default": conv_share,
+            "conv_mfu_bf16": None if conv_s is None else flops_ours / conv_s / peak16,
             "ratio": mfu_default,
         },
     }
