@@ -115,7 +115,7 @@ def _measured(name: str, e: dict) -> str:
     if name == "mfu":
         return (f"{e['train_flops_per_step'] / 1e9:.0f} GFLOP/step; achieved {e['achieved_flops_per_s_default'] / 1e9:.0f}"
                 f" GFLOP/s bf16 (peak {e['peak_flops_per_s_bf16'] / 1e9:.0f}); fp32 MFU {e['mfu_fp32']:.2f}"
-                + ("" if e.get("conv_share_of_step_default") is None else
+                + ("" if not e.get("conv_mfu_bf16") else
                    f"; convolutions {e['conv_share_of_step_default']:.0%} of the bf16 step, at "
                    f"{e['conv_mfu_bf16']:.2f} of the bf16 peak"))
     if name == "memory":

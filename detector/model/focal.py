@@ -75,12 +75,15 @@ def _pow(x: Tensor, gamma: float) -> Tensor:
 
 
 def _target0_terms(z: Tensor, p: Tensor, one_minus_p: Tensor, log_sig_abs: Tensor, weight: float | None,
-                   gamma: float, grad_out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """FL and dFL/dz of float32 logits z whose target is 0, from `_sigmoid_parts(z)` (the gradient
-    into grad_out if given). Target 1 is target 0 at -z: `_target0_terms(-z, 1 - p, p, ...)`, the
-    gradient negated."""
+                   gamma: float, grad_out: Tensor | None = None, need_grad: bool = True
+                   ) -> tuple[Tensor, Tensor | None]:
+    """FL and dFL/dz (None without need_grad) of float32 logits z whose target is 0, from
+    `_sigmoid_parts(z)`, the gradient into grad_out if given. Target 1 is target 0 at -z:
+    `_target0_terms(-z, 1 - p, p, ...)`, the gradient negated."""
     ce = z.clamp(min=0).sub_(log_sig_abs)  # softplus(z) = binary_cross_entropy_with_logits(z, 0)
     qg = _pow(p, gamma) if weight is None else _pow(p, gamma).mul_(weight)
+    if not need_grad:
+        return ce * qg, None
     return ce * qg, torch.addcmul(p, one_minus_p, ce, value=gamma, out=grad_out).mul_(qg)
 
 
@@ -101,7 +104,7 @@ def _eager(x: Tensor, labels: Tensor, alpha: float | None, gamma: float, slice_e
     grad = torch.empty((rows, k), dtype=torch.float32, device=x.device) if need_grad else None
 
     # Positive elements (row, class), sorted by row, and their exact terms.
-    pos_rows = torch.nonzero(labels < k).squeeze(1)
+    pos_rows = torch.nonzero((labels >= 0) & (labels < k)).squeeze(1)  # as `_fused`: other labels are background
     pos_cls = labels[pos_rows]
     pos_x = x[pos_rows, pos_cls].float()
     pos_loss, pos_grad = _positive_terms(pos_x, alpha, gamma)
@@ -112,17 +115,16 @@ def _eager(x: Tensor, labels: Tensor, alpha: float | None, gamma: float, slice_e
     for i, start in enumerate(starts):
         stop = min(rows, start + step)
         z = x[start:stop].float()
-        term, _ = _target0_terms(z, *_sigmoid_parts(z), neg_weight, gamma, grad[start:stop] if need_grad else None)
+        term, _ = _target0_terms(z, *_sigmoid_parts(z), neg_weight, gamma, grad[start:stop] if need_grad else None,
+                                 need_grad)
         a, b = bounds[i], bounds[i + 1]
-        if b > a:
-            local_rows = pos_rows[a:b] - start
-            term[local_rows, pos_cls[a:b]] = pos_loss[a:b]
-            if need_grad:
-                grad[start:stop][local_rows, pos_cls[a:b]] = pos_grad[a:b]
+        local = (pos_rows[a:b] - start, pos_cls[a:b])  # this slice's positive elements
+        term[local] = pos_loss[a:b]
+        if need_grad:
+            grad[start:stop][local] = pos_grad[a:b]
         torch.sum(term, dim=1, out=loss[start:stop])
-        torch.sum(term.masked_fill_(z >= 0, 0.0), dim=1, out=easy[start:stop])
-    # Easy part of positive elements: a positive target is never an easy negative.
-    easy.index_add_(0, pos_rows, torch.where(pos_x < 0, -pos_loss, torch.zeros_like(pos_loss)))
+        term.masked_fill_(z >= 0, 0.0)[local] = 0.0  # easy: target 0 and logit < 0
+        torch.sum(term, dim=1, out=easy[start:stop])
     return loss, easy, grad
 
 
@@ -150,10 +152,13 @@ def _run_compiled(x: Tensor, labels: Tensor, alpha: float | None, gamma: float):
         if _compiled_fused is None:
             _compiled_fused = torch.compile(_fused, dynamic=True)
         return _compiled_fused(x, labels, alpha, gamma)
+    except torch.OutOfMemoryError:
+        raise  # not the compiler's failure: the eager path would need the same memory
     except Exception as e:  # noqa: BLE001 - any compiler failure: the eager path computes the same
         _compiled_fused = False
+        # stacklevel 5: the caller of focal_loss_per_anchor (through forward and Function.apply)
         warnings.warn(f"focal loss: torch.compile failed, using the eager path from now on ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''})", RuntimeWarning, stacklevel=3)
+                      f"{str(e).splitlines()[0] if str(e) else ''})", RuntimeWarning, stacklevel=5)
         return None
 
 

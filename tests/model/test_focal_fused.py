@@ -84,7 +84,7 @@ def test_compiled_equals_torchvision_in_value_and_gradient(alpha, gamma):
     logits, labels, valid = _case()
     x = logits.clone().requires_grad_()
     loss, easy = focal_loss_per_anchor(x, labels, valid, alpha, gamma, compiled=True)
-    assert focal._compiled_fused not in (None, False)  # it did compile, not fall back
+    assert callable(focal._compiled_fused)  # it did compile, not fall back
     weights = torch.rand_like(loss)
     (grad,) = torch.autograd.grad((loss * weights).sum(), x)
 
@@ -104,10 +104,14 @@ def test_compiled_under_bf16_autocast_with_bf16_logits():
     x = logits.bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, _ = focal_loss_per_anchor(x, labels, valid, compiled=True)
+    assert callable(focal._compiled_fused)
     loss.sum().backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
-    ref, _ = _reference(logits.bfloat16().float(), labels, valid, 0.25, 2.0)
+    y = logits.bfloat16().float().requires_grad_()
+    ref, _ = _reference(y, labels, valid, 0.25, 2.0)
+    ref.sum().backward()
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, y.grad.bfloat16())  # the float32 gradient rounded once
 
 
 def test_auto_compiles_large_cpu_training_blocks_only():
@@ -150,6 +154,7 @@ def test_extreme_logits_against_float64(alpha, gamma, compiled):
     valid = torch.ones(1, x.shape[1], dtype=torch.bool)
     xg = x.clone().requires_grad_()
     loss, _ = focal_loss_per_anchor(xg, labels, valid, alpha, gamma, compiled=compiled)
+    assert callable(focal._compiled_fused) or not compiled
     loss.sum().backward()
     y = x.double().requires_grad_()
     ref, _ = _reference(y, labels, valid, alpha, gamma)
@@ -157,3 +162,15 @@ def test_extreme_logits_against_float64(alpha, gamma, compiled):
     assert torch.isfinite(loss).all() and torch.isfinite(xg.grad).all()
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(xg.grad.double(), y.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_labels_outside_0_to_k_minus_1_are_background_on_both_paths():
+    logits, labels, valid = _case(r=32)
+    k = logits.shape[-1]
+    odd = labels.clone()
+    odd[labels == k] = -1  # not a class: background, as K is (never class K-1 by wrap-around)
+    for compiled in (False, True):
+        loss, easy = focal_loss_per_anchor(logits, odd, valid, compiled=compiled)
+        ref, ref_easy = focal_loss_per_anchor(logits, labels, valid, compiled=compiled)
+        torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
+        torch.testing.assert_close(easy, ref_easy, rtol=1e-6, atol=0)
