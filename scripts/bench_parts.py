@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from detector.bench.models import random_boxes  # noqa: E402
+from detector.bench.models import feature_sizes, random_boxes  # noqa: E402
 from detector.bench.timing import Interleaved  # noqa: E402
 from detector.model import AnchorGenerator, Matcher  # noqa: E402
 from detector.model import focal  # noqa: E402
@@ -49,8 +49,7 @@ def _entry(it: Interleaved, plain: str, ours: str, **extra) -> dict:
 
 
 def _anchors() -> torch.Tensor:
-    strides = (8, 16, 32, 64, 128)
-    return AnchorGenerator()((SIZE, SIZE), [(SIZE // s, SIZE // s) for s in strides])
+    return AnchorGenerator()((SIZE, SIZE), feature_sizes(SIZE))
 
 
 def matcher_entries(box_counts: list[int], rounds: int) -> dict:

@@ -146,8 +146,6 @@ _compiled_fused = None  # torch.compile(_fused), made on first use; False once c
 def _run_compiled(x: Tensor, labels: Tensor, alpha: float | None, gamma: float):
     """`_fused` compiled, or None (with a warning, once) where torch.compile does not work."""
     global _compiled_fused
-    if _compiled_fused is False:
-        return None
     try:
         if _compiled_fused is None:
             _compiled_fused = torch.compile(_fused, dynamic=True)
@@ -163,7 +161,10 @@ def _run_compiled(x: Tensor, labels: Tensor, alpha: float | None, gamma: float):
 
 
 def use_compiled(logits: Tensor, compiled: bool | None, need_grad: bool = True) -> bool:
-    """The "auto" rule (compiled=None) of the module doc; True/False force it."""
+    """Whether the compiled path runs: the "auto" rule (compiled=None) of the module doc, or as
+    True/False force it; never once compiling has failed in this process (the eager path runs)."""
+    if _compiled_fused is False:
+        return False
     if compiled is not None:
         return compiled
     return need_grad and logits.device.type == "cpu" and logits.numel() >= COMPILE_MIN_ELEMENTS
