@@ -7,6 +7,15 @@
     python scripts/ablate.py --preset quick --out docs/ablation/quick --report-only
     python scripts/ablate.py --list
 
+The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py): focal loss against
+plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one lr grid for
+every loss, the best cells at two seeds. Resumable, and runnable in parts:
+
+    python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance                   # everything
+    python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance --optimizers adamw --levels dense
+    python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance --stage grid --shard 0/2
+    python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance --report-only
+
 Your own data, with any preset's recipe: pass the data module's settings, as for scripts/train.py:
 
     python scripts/ablate.py --preset voc --out runs/ablation/mine \\
@@ -47,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-report", action="store_true", help="do not write the plots at the end (tables are always written)")
     add("--report-only", action="store_true", help="train nothing: rewrite the table and plots of --out")
     add("--list", action="store_true", help="list the variant names of 'all' and the presets, then exit")
+    lab = parser.add_argument_group("the imbalance lab (a preset with study.levels)")
+    lab.add_argument("--levels", help="comma-separated level names (default: all of the preset's)")
+    lab.add_argument("--optimizers", help="comma-separated optimizer names (default: all of the preset's)")
+    lab.add_argument("--lrs", help="comma-separated base lrs replacing every optimizer's grid (pilots, smoke tests)")
+    lab.add_argument("--seeds", help="comma-separated seeds; the first is the grid's (default: the preset's)")
+    lab.add_argument("--stage", default="all", choices=("grid", "seeds", "all"),
+                     help="grid: every (loss, lr) at the first seed; seeds: the best lrs at the other seeds; all: both")
     return parser
 
 
@@ -79,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from detector.cli import one_line_errors
     from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
     from detector.study.report import write_report
+    from detector.study.lab import LabError, build_lab, is_lab_preset, run_lab
+    from detector.study.lab_report import write_lab_report
     from detector.study.runner import PRESET_DIR, _check_same_settings, _write_study_json, launch_shards, prepare_data
 
     if args.list:
@@ -88,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_errors():
             out = Path(args.out or f"runs/ablation/{Path(args.preset).stem}")
+            if is_lab_preset(args.preset):
+                return _lab(args, argv, overrides, out, build_lab, run_lab, write_lab_report, launch_shards)
             study, variants = build_study(
                 args.preset, out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
                 image_size=args.image_size, overrides=overrides, command=["python", "scripts/ablate.py", *argv],
@@ -109,9 +129,28 @@ def main(argv: list[str] | None = None) -> int:
                 return status
             run_study(study, variants, shard=_shard(args.shard) if args.shard else None, force=args.force,
                       report=not args.no_report)
-    except (StudyError, VariantError) as err:
+    except (StudyError, VariantError, LabError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _lab(args, argv, overrides, out, build_lab, run_lab, write_lab_report, launch_shards) -> int:
+    lab = build_lab(args.preset, out, levels=args.levels, optimizers=args.optimizers, losses=args.variants,
+                    lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides,
+                    command=["python", "scripts/ablate.py", *argv])
+    if args.report_only:
+        write_lab_report(lab)
+        print(f"[lab] summary: {out / 'summary.md'}; figure: {out / 'gap_vs_imbalance.png'}")
+        return 0
+    if args.gpus:
+        gpus = [g for g in args.gpus.split(",") if g.strip()]
+        status = launch_shards(__file__, _without(argv, "--gpus"), gpus, out)
+        write_lab_report(lab)
+        return status
+    run_lab(lab, stage=args.stage, shard=_shard(args.shard) if args.shard else None, force=args.force,
+            report=not args.no_report)
+    print(f"[lab] summary: {out / 'summary.md'}; figure: {out / 'gap_vs_imbalance.png'}")
     return 0
 
 

@@ -48,6 +48,8 @@ class RetinaNetConfig:
     normalizer_momentum: float | None = None  # None: this batch's positives; 0.9: EMA
     box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     compile_cls_loss: bool | None = None  # None: torch.compile'd on CPU for large blocks (model/focal.py)
+    # Sampling-Free's "guided loss scaling" (Chen et al. 2019): loss_cls rescaled to loss_box's value.
+    guided_loss_scaling: bool = False
 
     # Inference.
     score_thresh: float = 0.05

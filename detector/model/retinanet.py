@@ -92,7 +92,12 @@ class RetinaNet(nn.Module):
     ) -> tuple[dict[str, Tensor], ImbalanceStats]:
         """Loss parts ("loss_cls", "loss_box", "loss") and imbalance statistics; see RetinaNetLoss."""
         matches = self.matcher(gt_boxes, gt_valid, outputs.anchors)  # (N, R)
-        return self.criterion(outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels)
+        parts, stats = self.criterion(
+            outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels
+        )
+        if self.config.guided_loss_scaling:
+            parts = guided_loss_scaling(parts, self.criterion.box_loss_weight)
+        return parts, stats
 
     def detect(self, outputs: HeadOutputs, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         """Detections per image in input pixels, clipped to image_sizes (N, 2) (h, w)."""
@@ -161,6 +166,19 @@ class RetinaNet(nn.Module):
         for det, img, size in zip(detections, images, sizes.tolist()):
             det["boxes"] = rescale_boxes(det["boxes"], from_size=size, to_size=img.shape[-2:])
         return detections
+
+
+def guided_loss_scaling(parts: dict[str, Tensor], box_loss_weight: float = 1.0) -> dict[str, Tensor]:
+    """Sampling-Free's guided loss scaling (Chen et al. 2019, arXiv 1909.04868).
+
+    The classification loss is multiplied by w = loss_box / loss_cls, taken without gradient, so
+    its value equals the box loss's and its gradient is the plain loss's gradient times w: the
+    classification gradient's size follows the regression's instead of the number of negatives.
+    """
+    loss_cls, loss_box = parts["loss_cls"], parts["loss_box"]
+    scale = (loss_box / loss_cls.clamp_min(torch.finfo(loss_cls.dtype).tiny)).detach()
+    scaled = loss_cls * scale
+    return {**parts, "loss_cls": scaled, "loss": scaled + box_loss_weight * loss_box}
 
 
 def rescale_boxes(boxes: Tensor, from_size, to_size) -> Tensor:

@@ -83,14 +83,17 @@ class StudyRecorder(L.Callback):
         stats_images: validation images the end-of-training statistics are computed on.
         gammas: the gammas of the loss CDFs (the variant's own is always added).
         model_path: where to save the trained model (None: not saved).
+        low_score_thresh: also evaluate the final model with this score threshold (e.g. 0.001; CE's
+            scores sit lower than focal loss's): end.json's "low_threshold" holds AP, AP50, AP75 at it.
     """
 
     def __init__(self, out_dir: str, stats_images: int = 64, gammas: list[float] | None = None,
-                 model_path: str | None = None) -> None:
+                 model_path: str | None = None, low_score_thresh: float | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.stats_images = stats_images
         self.gammas = tuple(gammas) if gammas is not None else GAMMAS
         self.model_path = model_path
+        self.low_score_thresh = low_score_thresh
         self.train_rows: list[dict] = []
         self.val_rows: list[dict] = []
         self._seen_metrics: dict | None = None
@@ -179,11 +182,18 @@ class StudyRecorder(L.Callback):
             save_detector(pl_module.model, self.model_path, class_names=datamodule.class_names,
                           label_to_category_id=datamodule.label_to_category_id)
         end = {"steps": step, "seconds": round(self.seconds(), 2)}
+        if self.low_score_thresh is not None:
+            low = self._final_validation(trainer, pl_module, score_thresh=self.low_score_thresh)
+            end["low_threshold"] = {f"{k}_low": None if is_no_gt(low[k]) else round(float(low[k]), 6)
+                                    for k in ("AP", "AP50", "AP75")} | {"low_score_thresh": self.low_score_thresh}
         write_atomic(self.out_dir / "end.json", json.dumps(end) + "\n")
 
     @torch.no_grad()
-    def _final_validation(self, trainer, pl_module) -> dict:
-        """The module's own validation (predict_step + COCO accumulator) over the val loader."""
+    def _final_validation(self, trainer, pl_module, score_thresh: float | None = None) -> dict:
+        """The module's own validation (predict_step + COCO accumulator) over the val loader.
+
+        score_thresh: the post-processor's score threshold for this pass (default: the model's).
+        """
         datamodule = trainer.datamodule
         loader = datamodule.val_dataloader()
         limit = trainer.limit_val_batches
@@ -192,6 +202,10 @@ class StudyRecorder(L.Callback):
         )
         accumulator = CocoDetectionAccumulator()
         was_training = pl_module.training
+        postprocessor = pl_module.model.postprocessor
+        default_thresh = postprocessor.score_thresh
+        if score_thresh is not None:
+            postprocessor.score_thresh = score_thresh
         pl_module.eval()
         try:
             with trainer.precision_plugin.val_step_context():
@@ -202,5 +216,6 @@ class StudyRecorder(L.Callback):
                     accumulator.update(batch["image_ids"], pl_module.predict_step(batch, i))
         finally:
             pl_module.train(was_training)
+            postprocessor.score_thresh = default_thresh
         return accumulator.compute(datamodule.val_coco_gt(), datamodule.label_to_category_id, per_class=False,
                                    quiet=True)

@@ -75,7 +75,11 @@ STUDY_DEFAULTS: dict[str, Any] = {
     "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
     "save_models": True,
     "synthetic": None,
+    "foreground_prior": None,  # the bias init of `sampling_free` variants: measured by the imbalance lab
+    "low_score_thresh": None,  # also evaluate the final model at this score threshold (e.g. 0.001)
 }
+#: Settings that joined the study after results were made: in the fingerprint only when set.
+OPTIONAL_SHARED = ("foreground_prior", "low_score_thresh")
 
 #: Keys the study sets itself: overriding them for the whole study would break its promises.
 MANAGED_KEYS: dict[str, str] = {
@@ -205,7 +209,8 @@ class Study:
     def shared(self) -> dict:
         """What must be equal for two results to share a table (hashed into the fingerprint)."""
         keys = ("max_steps", "evals", "milestone_fractions", "stats_images", "gammas", "synthetic")
-        return {"config": self.config, **{k: self.settings[k] for k in keys}}
+        optional = {k: self.settings[k] for k in OPTIONAL_SHARED if self.settings.get(k) is not None}
+        return {"config": self.config, **{k: self.settings[k] for k in keys}, **optional}
 
     @property
     def fingerprint(self) -> str:
@@ -236,6 +241,7 @@ class Study:
                 "gammas": [float(g) for g in self.settings["gammas"]],
                 "model_path": str(self.out / "checkpoints" / variant.name / "final.pt")
                 if self.settings["save_models"] else None,
+                "low_score_thresh": self.settings.get("low_score_thresh"),
             },
         }  # fmt: skip
         trainer["callbacks"] = [recorder, *(trainer.get("callbacks") or [])]
@@ -249,7 +255,16 @@ class Study:
         model["milestones"] = [round(f * self.max_steps) for f in self.settings["milestone_fractions"]]
         if variant.lr is not None:
             model["lr"] = variant.lr
-        model.setdefault("detector", {}).update(variant.detector_settings())
+        if variant.seed is not None:
+            config["seed_everything"] = variant.seed
+        detector = variant.detector_settings()
+        if variant.prior_from_data:
+            prior = self.settings.get("foreground_prior")
+            if not prior:
+                raise StudyError(f"{variant.name} takes its bias init from the data: the study needs foreground_prior "
+                                 "(the imbalance lab measures it; or set study.foreground_prior in the preset)")
+            detector["prior_prob"] = float(prior)
+        model.setdefault("detector", {}).update(detector)
         return config
 
 
@@ -422,10 +437,11 @@ def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = pri
         last = _last_val(run_dir)
         result.update({k: last.get(k) for k in METRICS})
         result.update({**_final_losses(run_dir), "diverged": False, "diverged_step": None, "steps": end["steps"]})
+        result.update(end.get("low_threshold", {}))
     else:
         raise StudyError(f"variant {variant.name} failed (exit status {rc}) without a non-finite loss; "
                          "see the messages above")
-    result.update({"minutes": round(minutes, 2), "clip": variant.clip, "lr": variant.lr,
+    result.update({"minutes": round(minutes, 2), "clip": variant.clip, "lr": variant.lr, "seed": variant.seed,
                    "paper_ap": variant.paper_ap(), "fingerprint": study.fingerprint})
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the resume point is no longer needed

@@ -11,13 +11,20 @@ A variant changes only the classification loss and the classifier's bias init; e
 | `focal_g{G}_a{A}`    | focal loss, gamma G, alpha A ("none")  | yes                    |
 | `focal_g{G}`         | focal loss, alpha = the paper's best for G (Table 1b) | yes     |
 | `ohem_1to{R}`        | plain CE on positives + R x as many hardest negatives per image | yes |
+| `sampling_free`      | plain CE, guided loss scaling (Sampling-Free, Chen et al. 2019) | from the data |
+
+`sampling_free` is the plain CE of Chen et al.'s "Is Heuristic Sampling Necessary in Training
+Deep Object Detectors?": the classifier bias from the measured foreground fraction (the study's
+`foreground_prior`: positive (anchor, class) terms over all terms) and the classification loss
+rescaled to the box loss's value every step (RetinaNetConfig.guided_loss_scaling).
 
 gamma = 0 focal loss is alpha-balanced CE: `focal_g0_a0.75` and `alpha_ce_a0.75` train the same
 model (the paper's Table 1b lists its gamma = 0 row from Table 1a).
 
 Anything that departs from the study's recipe is a labelled row, a suffix after `+`:
 `+clip{V}` (gradient clipping at norm V), `+lr{V}` (base lr V at the reference batch instead of
-the study's), `+noprior` (bias 0). E.g. `focal_g2_a0.25+clip10`, `ce_no_prior+lr1e30`.
+the study's), `+noprior` (bias 0), `+seed{S}` (seed_everything S instead of the study's: the same
+recipe, another draw). E.g. `focal_g2_a0.25+clip10`, `ce_no_prior+lr1e30`, `ce_prior+lr0.002+seed1`.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ class Variant:
         ohem_ratio: negatives per positive with OHEM.
         clip: gradient clipping norm (a labelled departure from the recipe), or None.
         lr: base learning rate replacing the study's (a labelled departure), or None.
+        guided: Sampling-Free's guided loss scaling.
+        prior_from_data: the bias init comes from the study's measured foreground fraction.
+        seed: seed_everything replacing the study's, or None.
     """
 
     name: str
@@ -73,11 +83,14 @@ class Variant:
     ohem_ratio: float = 3.0
     clip: float | None = None
     lr: float | None = None
+    guided: bool = False
+    prior_from_data: bool = False
+    seed: int | None = None
     modifiers: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def prior_init(self) -> bool:
-        return self.prior_prob is not None
+        return self.prior_prob is not None or self.prior_from_data
 
     @property
     def base_name(self) -> str:
@@ -89,11 +102,13 @@ class Variant:
                                     "prior_prob": self.prior_prob}
         if self.cls_loss == "ohem":
             settings["ohem_neg_pos_ratio"] = self.ohem_ratio
+        if self.guided:
+            settings["guided_loss_scaling"] = True
         return settings
 
     def paper_ap(self) -> float | None:
         """The paper's Table 1 AP (percent) for the same loss settings, when it has one."""
-        if self.modifiers or not self.prior_init:
+        if self.modifiers or not self.prior_init or self.guided:
             return None
         if self.cls_loss == "ce" and self.alpha is None:
             return PAPER_AP_ALPHA_CE[0.5]  # plain CE = 2 x (alpha 0.5 CE); the paper reports them as one row
@@ -105,7 +120,8 @@ class Variant:
 
     def row(self) -> dict[str, Any]:
         """The descriptive columns of the results table."""
-        return {"variant": self.name, "loss": self.cls_loss, "gamma": self.gamma, "alpha": self.alpha,
+        loss = "sampling_free" if self.guided else self.cls_loss
+        return {"variant": self.name, "loss": loss, "gamma": self.gamma, "alpha": self.alpha,
                 "prior_init": self.prior_init}
 
 
@@ -116,6 +132,7 @@ _PATTERNS = {
     "alpha_ce": re.compile(rf"alpha_ce_a{_NUM}"),
     "focal": re.compile(rf"focal_g{_NUM}(?:_a({_NUM[1:-1]}|none))?"),
     "ohem": re.compile(rf"ohem_1to{_NUM}"),
+    "sampling_free": re.compile(r"sampling_free"),
 }
 
 
@@ -151,6 +168,9 @@ def parse_variant(name: str) -> Variant:
             alpha = None if m.group(2) == "none" else _alpha(m.group(2), name)
         fields = {"cls_loss": "focal", "gamma": gamma, "alpha": alpha}
         canonical = f"focal_g{_fmt(gamma)}_a{'none' if alpha is None else _fmt(alpha)}"
+    elif _PATTERNS["sampling_free"].fullmatch(base):
+        fields = {"cls_loss": "ce", "guided": True, "prior_prob": None, "prior_from_data": True}
+        canonical = "sampling_free"
     elif m := _PATTERNS["ohem"].fullmatch(base):
         ratio = float(m.group(1))
         if ratio <= 0:
@@ -159,8 +179,8 @@ def parse_variant(name: str) -> Variant:
         canonical = f"ohem_1to{_fmt(ratio)}"
     else:
         raise VariantError(
-            f"unknown variant {name!r}: expected ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>|_anone] "
-            "or ohem_1to<R>, optionally followed by +clip<V>, +lr<V>, +noprior"
+            f"unknown variant {name!r}: expected ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>|_anone], "
+            "ohem_1to<R> or sampling_free, optionally followed by +clip<V>, +lr<V>, +noprior, +seed<S>"
         )
     canon_mods = []
     for mod in mods:
@@ -172,9 +192,13 @@ def parse_variant(name: str) -> Variant:
             canon_mods.append(f"lr{_fmt(fields['lr'])}")
         elif mod == "noprior":
             fields["prior_prob"] = None
+            fields["prior_from_data"] = False
             canon_mods.append("noprior")
+        elif m := re.fullmatch(r"seed(\d+)", mod):
+            fields["seed"] = int(m.group(1))
+            canon_mods.append(f"seed{fields['seed']}")
         else:
-            raise VariantError(f"{name}: unknown modifier +{mod} (known: +clip<V>, +lr<V>, +noprior)")
+            raise VariantError(f"{name}: unknown modifier +{mod} (known: +clip<V>, +lr<V>, +noprior, +seed<S>)")
     canonical = "+".join([canonical, *canon_mods])
     return Variant(name=canonical, modifiers=tuple(canon_mods), **fields)
 

@@ -1,0 +1,371 @@
+"""The imbalance lab: how AP(focal) - AP(CE) changes with the foreground/background imbalance,
+under SGD and under AdamW, when every loss gets the same learning-rate grid.
+
+A lab preset (configs/ablation/imbalance.yaml) is a loss-study preset whose `study:` section
+names, instead of one data set, several imbalance *levels* (synthetic data that differ only in
+how many objects an image holds), several *optimizers* (each with one learning-rate grid, the
+same for every loss, and its recipe's lr) and the *losses* to compare. Every (level, optimizer)
+pair is an ordinary loss study (detector.study.runner.Study) in its own folder, whose variants
+are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>` (the best lr
+of each loss on the grid, at the other seeds). Nothing else changes between the rows of a level.
+
+Stages: `grid` trains every (loss, lr) at the first seed; `seeds` trains each loss's best-of-grid
+lr at the other seeds once its grid is complete; `all` does both. Finished runs are skipped and
+a killed run resumes from its last checkpoint (the runner's rules), so the lab can be run in parts:
+a level, an optimizer or a shard (`i/n` of the ordered run list) at a time.
+
+Output folder OUT:
+
+    results.csv                one row per finished run (RUN_COLUMNS)
+    summary.md                 the levels' measured imbalance, the best-of-grid cells at every seed,
+                               the recipe-lr rows beside them, the gaps (detector.study.lab_report)
+    gap_vs_imbalance.png       AP(focal) - AP(CE) and AP(Sampling-Free) - AP(CE) against the ratio
+    ap_over_steps_best.png     validation AP over the steps of each best-of-grid cell
+    levels/<level>.json        the level's anchor statistics (detector.study.anchor_stats)
+    <level>_<optimizer>/       one loss study: runs/<variant>/..., results.csv/md, and the Figure-4
+                               loss CDF and background-score plots of its best cells
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .recorder import write_atomic
+from .runner import (
+    TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, load_results, parse_overrides,
+    preset_path, prepare_data, run_variant, set_key,
+)
+from .variants import Variant, parse_variant
+
+STAGES = ("grid", "seeds", "all")
+LAB_KEYS = ("levels", "optimizers", "losses", "seeds", "synthetic", "evals", "milestone_fractions", "stats_images",
+            "gammas", "save_models", "low_score_thresh")
+
+
+class LabError(StudyError):
+    """A lab preset or command line that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One imbalance level: synthetic data knobs (over the lab's common ones) and its step budget."""
+
+    name: str
+    synthetic: dict
+    max_steps: int
+    root: str
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer: the `model:` keys it sets, its lr grid (at the reference batch) and its recipe lr."""
+
+    name: str
+    model: dict
+    lrs: tuple[float, ...]
+    recipe_lr: float
+
+
+@dataclass
+class Lab:
+    preset: Path
+    config: dict  # the training sections shared by every run
+    settings: dict  # the study section
+    out: Path
+    levels: list[Level]
+    optimizers: list[Optimizer]
+    losses: list[str]
+    seeds: list[int]
+    overrides: list[tuple[str, Any]] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+    def cell_dir(self, level: Level, optimizer: Optimizer) -> Path:
+        return self.out / f"{level.name}_{optimizer.name}"
+
+    def level_stats(self, level: Level) -> dict | None:
+        path = self.out / "levels" / f"{level.name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def level_config(self, level: Level) -> dict:
+        config = copy.deepcopy(self.config)
+        config["data"]["root"] = level.root
+        return config
+
+    def cell_study(self, level: Level, optimizer: Optimizer) -> Study:
+        """The loss study of one (level, optimizer): the level's data and steps, the optimizer's recipe."""
+        config = self.level_config(level)
+        config["model"].update(copy.deepcopy(optimizer.model))
+        config["model"]["lr"] = optimizer.recipe_lr
+        stats = self.level_stats(level)
+        settings = {
+            "variants": [], "max_steps": level.max_steps, "evals": self.settings["evals"],
+            "milestone_fractions": self.settings["milestone_fractions"], "stats_images": self.settings["stats_images"],
+            "gammas": self.settings["gammas"], "save_models": self.settings["save_models"],
+            "synthetic": self.synthetic(level), "low_score_thresh": self.settings.get("low_score_thresh"),
+            "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None,
+        }  # fmt: skip
+        return Study(preset=self.preset, config=config, settings=settings, out=self.cell_dir(level, optimizer),
+                     overrides=self.overrides, command=self.command)
+
+    def synthetic(self, level: Level) -> dict:
+        return {**self.settings["synthetic"], **level.synthetic}
+
+    def grid_variants(self, optimizer: Optimizer) -> list[Variant]:
+        """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
+        return [parse_variant(f"{loss}+lr{_fmt_lr(lr)}") for loss in self.losses for lr in optimizer.lrs]
+
+
+def _fmt_lr(lr: float) -> str:
+    return f"{lr:g}".replace("e-0", "e-")
+
+
+# ---------------------------------------------------------------------------------------------
+# The preset.
+
+
+def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
+    """(path, training config, study section) of a lab preset; raises LabError."""
+    path = preset_path(preset)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise LabError(f"{path}: cannot read preset ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("study"), dict):
+        raise LabError(f"{path}: a lab preset has a study: section with levels and optimizers")
+    study = data["study"]
+    unknown = sorted(set(study) - set(LAB_KEYS))
+    if unknown:
+        raise LabError(f"{path}: unknown study keys {unknown} (known: {', '.join(LAB_KEYS)})")
+    missing = [k for k in ("levels", "optimizers", "losses") if not study.get(k)]
+    if missing:
+        raise LabError(f"{path}: the study section needs {', '.join(missing)}")
+    config = {k: copy.deepcopy(data[k]) for k in TRAIN_SECTIONS if k in data}
+    return path, config, study
+
+
+def is_lab_preset(preset: str | os.PathLike) -> bool:
+    """Whether a preset describes an imbalance lab (its study section has levels)."""
+    try:
+        data = yaml.safe_load(preset_path(preset).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("study"), dict) and "levels" in data["study"]
+
+
+def _pick(items: list, names: str | None, what: str) -> list:
+    if not names:
+        return items
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {i.name: i for i in items}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise LabError(f"unknown {what} {', '.join(unknown)} (the preset has {', '.join(known)})")
+    return [known[n] for n in wanted]
+
+
+def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str | None = None,
+              optimizers: str | None = None, losses: str | None = None, lrs: str | None = None,
+              seeds: str | None = None, max_steps: int | None = None, evals: int | None = None,
+              overrides: list[str] | None = None, command: list[str] | None = None) -> Lab:
+    """The lab a preset and the command line describe (a selection of its levels, optimizers, ...).
+
+    `lrs` replaces every optimizer's grid, `max_steps` every level's steps: for smoke tests and
+    pilots; a folder holds one set of settings, so such a run needs its own --out.
+    """
+    path, config, study = load_lab_preset(preset)
+    pairs = parse_overrides(list(overrides or []))
+    for key, value in pairs:
+        set_key(config, key, value)
+    settings = {"evals": 4, "milestone_fractions": [0.667, 0.889], "stats_images": 64,
+                "gammas": [0.0, 0.5, 1.0, 2.0, 5.0], "save_models": False, "synthetic": {}, "seeds": [0, 1],
+                "low_score_thresh": 0.001, **study}  # fmt: skip
+    if evals is not None:
+        settings["evals"] = evals
+    all_levels = [
+        Level(name=str(lv["name"]), synthetic=dict(lv.get("synthetic") or {}),
+              max_steps=int(max_steps or lv["max_steps"]),
+              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"))
+        for lv in settings["levels"]
+    ]  # fmt: skip
+    all_optimizers = []
+    for name, spec in settings["optimizers"].items():
+        spec = dict(spec)
+        grid = [float(x) for x in (lrs.split(",") if lrs else spec.pop("lrs"))]
+        spec.pop("lrs", None)
+        recipe = float(spec.pop("recipe_lr"))
+        all_optimizers.append(Optimizer(name=name, model=spec, lrs=tuple(grid), recipe_lr=recipe))
+    chosen_losses = [parse_variant(n).name for n in (losses.split(",") if losses else settings["losses"])]
+    chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else [int(s) for s in settings["seeds"]]
+    if config.get("seed_everything") is not None and chosen_seeds[0] != int(config["seed_everything"]):
+        raise LabError(f"the first seed is the grid's: it must be the preset's seed_everything "
+                       f"({config['seed_everything']}), got {chosen_seeds[0]}")
+    lab = Lab(preset=path, config=config, settings=settings, out=Path(out), levels=_pick(all_levels, levels, "level"),
+              optimizers=_pick(all_optimizers, optimizers, "optimizer"), losses=chosen_losses, seeds=chosen_seeds,
+              overrides=pairs, command=list(command or []))  # fmt: skip
+    for opt in lab.optimizers:
+        if len(opt.lrs) < 1:
+            raise LabError(f"optimizer {opt.name}: an empty lr grid")
+    return lab
+
+
+# ---------------------------------------------------------------------------------------------
+# Running.
+
+
+def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) -> dict:
+    """The level's anchor statistics (cached in OUT/levels/<level>.json with the data's knobs)."""
+    from .anchor_stats import anchor_statistics
+
+    stats = lab.level_stats(level)
+    if stats is not None and stats.get("synthetic") == lab.synthetic(level):
+        return stats
+    probe = Study(preset=lab.preset, config=lab.level_config(level), out=lab.out / "levels",
+                  settings={"synthetic": lab.synthetic(level)})
+    prepare_data(probe, log)
+    folder = lab.out / "levels"
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / f"{level.name}.yaml"
+    write_atomic(config_path, yaml.safe_dump(lab.level_config(level), sort_keys=False))
+    log(f"[lab] level {level.name}: counting positive and negative anchors of the val split")
+    stats = {**anchor_statistics(config_path, progress=False), "level": level.name, "synthetic": lab.synthetic(level)}
+    write_atomic(folder / f"{level.name}.json", json.dumps(stats, indent=2) + "\n")
+    log(f"[lab] level {level.name}: {stats['boxes_per_image']:.2f} objects an image, 1 positive anchor in "
+        f"{stats['negatives_per_positive'] + 1:,.0f}, foreground fraction {stats['foreground_fraction']:.2e}")
+    return stats
+
+
+def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
+    """Each loss's best grid lr (by AP at the usual threshold, first seed), once its grid is complete.
+
+    A diverged run counts as AP -1; ties go to the smaller lr.
+    """
+    study = lab.cell_study(level, optimizer)
+    results = {r["variant"]: r for r in load_results(study.out)}
+    best: dict[str, float] = {}
+    for loss in lab.losses:
+        scores = []
+        for lr in optimizer.lrs:
+            r = results.get(parse_variant(f"{loss}+lr{_fmt_lr(lr)}").name)
+            if r is None:
+                break
+            scores.append((-1.0 if r.get("diverged") or r.get("AP") is None else float(r["AP"]), -lr, lr))
+        else:
+            best[loss] = max(scores)[2]
+    return best
+
+
+def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]:
+    best = best_lrs(lab, level, optimizer)
+    return [parse_variant(f"{loss}+lr{_fmt_lr(best[loss])}+seed{seed}") for loss in lab.losses if loss in best
+            for seed in lab.seeds[1:]]
+
+
+def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]:
+    """The runs of a stage in order: optimizer by optimizer, grid before seeds.
+
+    The grid runs the recipe lr of every level and loss first (a first answer early), then the
+    other lrs. The seeds of a (level, optimizer) are known only once its grid is complete.
+    """
+    runs = []
+    for optimizer in lab.optimizers:
+        if stage in ("grid", "all"):
+            grid = lab.grid_variants(optimizer)
+            first = sorted(grid, key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
+            runs += [(lv, optimizer, v) for v in first[: len(lab.losses)] for lv in lab.levels]
+            runs += [(lv, optimizer, v) for lv in lab.levels for v in first[len(lab.losses):]]
+        if stage in ("seeds", "all"):
+            runs += [(lv, optimizer, v) for lv in lab.levels for v in seed_variants(lab, lv, optimizer)]
+    return runs
+
+
+def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = None, force: bool = False,
+            report: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+    """Train the lab's unfinished runs of a stage (this shard's share), then write the report."""
+    from .lab_report import write_lab_report
+
+    if stage not in STAGES:
+        raise LabError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    lab.out.mkdir(parents=True, exist_ok=True)
+    _write_lab_json(lab)
+    for level in lab.levels:
+        measure_level(lab, level, log)
+    attempted: set[tuple[str, str, str]] = set()
+    while True:  # planned again after every run: a cell's seeds join the plan once its grid is complete
+        runs = planned_runs(lab, stage)
+        mine = runs if shard is None else runs[shard[0]::shard[1]]
+        todo = [(lv, opt, v) for lv, opt, v in mine if (lv.name, opt.name, v.name) not in attempted]
+        if not todo:
+            break
+        level, optimizer, variant = todo[0]
+        attempted.add((level.name, optimizer.name, variant.name))
+        study = lab.cell_study(level, optimizer)
+        if (study.run_dir(variant) / "result.json").is_file() and not force:
+            continue
+        study.out.mkdir(parents=True, exist_ok=True)
+        _check_same_settings(study)
+        _write_study_json(study)
+        prepare_data(study, log)
+        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: {study.max_steps} steps "
+            f"({len(todo) - 1} more planned)")
+        result = run_variant(study, variant, log)
+        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: "
+            + (f"diverged at step {result['diverged_step']}" if result["diverged"] else
+               f"AP {result['AP']:.3f} (at {lab.settings['low_score_thresh']}: {result.get('AP_low', float('nan')):.3f})")
+            + f", {result['minutes']:.1f} min")
+        write_lab_report(lab, plots=False)
+    return write_lab_report(lab, plots=report)
+
+
+def _write_lab_json(lab: Lab) -> None:
+    import shlex
+
+    path = lab.out / "lab.json"
+    commands: list[str] = []
+    if path.is_file():
+        try:
+            commands = list(json.loads(path.read_text(encoding="utf-8")).get("commands", []))
+        except (OSError, json.JSONDecodeError):
+            commands = []
+    command = " ".join(shlex.quote(c) for c in lab.command)
+    if command and (not commands or commands[-1] != command):
+        commands.append(command)
+    data = {"preset": str(lab.preset), "commands": commands, "study": lab.settings,
+            "overrides": [f"--{k} {v}" for k, v in lab.overrides]}
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+    gitignore = lab.out / ".gitignore"
+    if not gitignore.exists():
+        write_atomic(gitignore, "# trained models and resume points: large, and remade by the lab\ncheckpoints/\n"
+                                "*.ckpt\n")
+
+
+def lab_runs(lab: Lab) -> list[dict]:
+    """Every finished run of the lab's levels and optimizers, with its level, optimizer, lr and seed."""
+    rows = []
+    default_seed = int(lab.config.get("seed_everything") or 0)
+    for level in lab.levels:
+        stats = lab.level_stats(level) or {}
+        for optimizer in lab.optimizers:
+            for r in load_results(lab.cell_dir(level, optimizer)):
+                v = parse_variant(r["variant"])
+                rows.append({
+                    **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name,
+                    "lr": v.lr if v.lr is not None else optimizer.recipe_lr,
+                    "seed": v.seed if v.seed is not None else default_seed,
+                    "ratio_anchor": stats.get("negatives_per_positive"),
+                    "ratio_term": stats.get("negative_terms_per_positive_term"),
+                    "steps_budget": level.max_steps, "recipe": math.isclose(
+                        v.lr if v.lr is not None else optimizer.recipe_lr, optimizer.recipe_lr, rel_tol=1e-6),
+                })  # fmt: skip
+    return rows
+
+
+__all__ = ["Lab", "LabError", "Level", "Optimizer", "STAGES", "best_lrs", "build_lab", "is_lab_preset", "lab_runs",
+           "load_lab_preset", "measure_level", "planned_runs", "run_lab"]
