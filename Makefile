@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[test,fast-eval]"
+	$(PY) -m pip install --quiet -e ".[test,fast-eval,export]"
 	touch $(STAMP)
 
 # pytest exits 5 when it collected no test: that must fail, and it does (any non-zero fails make).
