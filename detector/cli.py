@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from .checkpoint import CheckpointError
 from .data.errors import DatasetError
 from .evaluation import EvaluationError
+from .export.runtime import MissingExtraError
 from .model.backbone import BackboneError
 
-USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError)
+USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError, MissingExtraError)
 
 
 @contextmanager

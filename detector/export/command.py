@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..checkpoint import load_detector
+from ..checkpoint import load_detector, read_checkpoint
 from ..cli import one_line_errors
 from .exporters import FORMATS, export
 
@@ -37,6 +37,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         model = load_detector(args.checkpoint)
         print(f"exporting {args.checkpoint} ({model.config.backbone}, {model.num_classes} classes) as {args.format}",
               file=sys.stderr)
-        path = export(model, args.out, args.format)
+        path = export(model, args.out, args.format, class_names=read_checkpoint(args.checkpoint).get("class_names"))
     print(path)
     return 0

@@ -11,6 +11,7 @@ NMS is one NonMaxSuppression node. Input "images", outputs OUTPUT_NAMES.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -19,10 +20,15 @@ import torch
 
 from ..model.retinanet import RetinaNet
 from .graph import OUTPUT_NAMES, ExportableDetector
+from .runtime import CLASS_NAMES_KEY, require
 
 #: Opset of the ONNX files written here (NonMaxSuppression >= 11, Resize with sizes >= 13).
 ONNX_OPSET = 17
 FORMATS = ("onnx", "torch-export")
+#: The output layout, also written into the ONNX file's metadata ("layout").
+LAYOUT = ("images (N, 3, H, W) float32 RGB in [0, 1] -> boxes (N, D, 4) float32 XYXY input pixels, "
+          "scores (N, D) float32, labels (N, D) int64 (-1: padding), num_detections (N,) int64; "
+          "rows by decreasing score")
 INPUT_NAME = "images"
 
 
@@ -31,8 +37,13 @@ def example_images(batch: int = 2, height: int = 480, width: int = 640) -> torch
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
 
 
-def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_OPSET) -> Path:
-    """Write the model, preprocessing to detections, as an ONNX file with dynamic batch and size."""
+def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
+                class_names: list[str] | None = None) -> Path:
+    """Write the model, preprocessing to detections, as an ONNX file with dynamic batch and size.
+
+    class_names, if given, go into the file's metadata (key "class_names", a JSON list).
+    """
+    onnx = require("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = ExportableDetector(model.cpu().eval()).eval()
@@ -50,6 +61,14 @@ def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_
             module, (example_images(),), str(path), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
         )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    metadata = {"opset": str(opset), "layout": LAYOUT, "detections_per_img": str(model.config.detections_per_img)}
+    if class_names:
+        metadata[CLASS_NAMES_KEY] = json.dumps(list(class_names))
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
     return path
 
 
@@ -71,10 +90,10 @@ def export_torch(model: RetinaNet, path: str | os.PathLike) -> Path:
     return path
 
 
-def export(model: RetinaNet, path: str | os.PathLike, fmt: str) -> Path:
+def export(model: RetinaNet, path: str | os.PathLike, fmt: str, class_names: list[str] | None = None) -> Path:
     """Write `model` to `path` in format `fmt` (one of FORMATS)."""
     if fmt == "onnx":
-        return export_onnx(model, path)
+        return export_onnx(model, path, class_names=class_names)
     if fmt == "torch-export":
         return export_torch(model, path)
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
