@@ -28,6 +28,10 @@ def one_line_errors(exit_code: int = 2):
 def run_cli(args: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
 
+    from .quiet import silence_third_party_noise
+
+    silence_third_party_noise()
+
     from .training.callbacks import Checkpoint
 
     class DetectorCLI(LightningCLI):
