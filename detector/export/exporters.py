@@ -11,6 +11,7 @@ NMS is one NonMaxSuppression node. Input "images", outputs OUTPUT_NAMES.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -37,6 +38,12 @@ def example_images(batch: int = 2, height: int = 480, width: int = 640) -> torch
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
 
 
+def _cpu_copy(model: RetinaNet) -> ExportableDetector:
+    """The traceable module around a float32 CPU copy of the model (the caller's model is left as it is)."""
+    model = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
+    return ExportableDetector(model).eval()
+
+
 def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
                 class_names: list[str] | None = None) -> Path:
     """Write the model, preprocessing to detections, as an ONNX file with dynamic batch and size.
@@ -46,7 +53,7 @@ def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_
     onnx = require("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = ExportableDetector(model.cpu().eval()).eval()
+    module = _cpu_copy(model)
     dynamic = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({name: {0: "batch"} for name in OUTPUT_NAMES})
     with warnings.catch_warnings(), torch.no_grad():
@@ -74,7 +81,7 @@ def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_
 
 def export_program(model: RetinaNet) -> torch.export.ExportedProgram:
     """The model as a torch.export program with dynamic batch, height and width."""
-    module = ExportableDetector(model.cpu().eval()).eval()
+    module = _cpu_copy(model)
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=2, max=16384),
             3: torch.export.Dim("width", min=2, max=16384)}
     with warnings.catch_warnings(), torch.no_grad():

@@ -18,7 +18,7 @@ Output layout (fixed shapes, padded):
     are sorted by decreasing score; padding rows hold boxes 0, scores 0 and labels -1.
 
 Sizes are 0-dim tensors while tracing for ONNX (Python ints would be frozen into the graph) and
-ints (SymInts under torch.export) otherwise; `_Size` hides which.
+ints (SymInts under torch.export) otherwise; `_dims`, `_min` and `resized_size` take either.
 """
 
 from __future__ import annotations
@@ -39,13 +39,9 @@ OUTPUT_NAMES = ("boxes", "scores", "labels", "num_detections")
 NO_LABEL = -1
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing()
-
-
 def _dims(x: Tensor, *dims: int):
     """x's sizes along dims: 0-dim int64 tensors when tracing for ONNX, ints otherwise."""
-    if _tracing():
+    if torch.jit.is_tracing():
         shape = torch._shape_as_tensor(x)
         return tuple(shape[d] for d in dims)
     return tuple(x.shape[d] for d in dims)
@@ -61,7 +57,9 @@ def resized_size(h, w, min_size: int, max_size: int):
     """(h', w') of an (h, w) image after predict's resize: floor(side * scale), in float64 as F.interpolate."""
     if isinstance(h, Tensor):
         hf, wf = h.double(), w.double()
-        scale = torch.minimum(min_size / torch.minimum(hf, wf), max_size / torch.maximum(hf, wf))
+        # a true division (number / tensor would multiply by a rounded reciprocal)
+        lo, hi = torch.full_like(hf, min_size), torch.full_like(hf, max_size)
+        scale = torch.minimum(lo / torch.minimum(hf, wf), hi / torch.maximum(hf, wf))
         return (hf * scale).floor().long(), (wf * scale).floor().long()
     scale = torch.sym_min(min_size / torch.sym_min(h, w), max_size / torch.sym_max(h, w))
     return math.trunc(h * scale), math.trunc(w * scale)  # floor of a positive size; a .pt2 can store trunc

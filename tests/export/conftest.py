@@ -19,6 +19,16 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint exported by the export command (default format: ONNX)."""
+    from detector.export.command import main as export_main
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert export_main(["--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def image_files(tiny_synthetic, tmp_path_factory):
     """Synthetic val images (128 x 128), the first one stretched to 640 x 480 and cropped to 210 x 300."""
     val = sorted((tiny_synthetic / "images" / "val").glob("*.jpg"))[:3]

@@ -40,10 +40,8 @@ def check_equal(model, batches, run) -> int:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    assert export_main(["--checkpoint", str(tiny_checkpoint), "--format", "onnx", "--out", str(out)]) == 0
-    return out
+def onnx_file(tiny_onnx):
+    return tiny_onnx
 
 
 def test_onnx_detections_equal_predict_on_three_sizes_and_a_batch(tiny_checkpoint, onnx_file, image_batches):
@@ -66,6 +64,20 @@ def test_onnx_output_layout(onnx_file):
     for n in range(2):  # padding rows after the detections
         assert (labels[n, count[n]:] == NO_LABEL).all() and (scores[n, count[n]:] == 0).all()
         assert (scores[n, : count[n]] > 0.05).all()
+
+
+@pytest.mark.parametrize("min_size,max_size", [(800, 1333), (256, 400), (320, 480)])
+def test_resized_size_is_interpolates_output_size(min_size, max_size):
+    # both paths (tensors, as traced for ONNX, and ints) against F.interpolate's own output size
+    from detector.export.graph import resized_size
+
+    for h, w in [(480, 640), (640, 480), (300, 410), (128, 128), (97, 131), (7, 999), (600, 800), (333, 500)]:
+        scale = min(min_size / min(h, w), max_size / max(h, w))
+        expected = torch.nn.functional.interpolate(torch.zeros(1, 1, h, w), scale_factor=scale, mode="bilinear",
+                                                   recompute_scale_factor=True).shape[-2:]
+        assert resized_size(h, w, min_size, max_size) == tuple(expected)
+        as_tensors = resized_size(torch.tensor(h), torch.tensor(w), min_size, max_size)
+        assert tuple(int(v) for v in as_tensors) == tuple(expected)
 
 
 def test_eager_wrapper_equals_predict(tiny_checkpoint, image_batches):
@@ -97,7 +109,7 @@ def test_torchvision_imported_checkpoint_exports(tmp_path, image_batches):
                     "--out", str(ckpt)], check=True, capture_output=True)
     model = load_detector(ckpt)
     # smaller inputs than torchvision's 800/1333 keep the test quick; padding stays at torchvision's 32
-    model.config.min_size, model.config.max_size = 320, 480
+    model.config.min_size, model.config.max_size = 224, 320
     from detector.checkpoint import save_detector
 
     save_detector(model, ckpt)

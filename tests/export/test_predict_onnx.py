@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.export.command import main as export_main
-
 from .helpers import assert_same_detections
 
 pytest.importorskip("onnxruntime")
@@ -42,10 +40,8 @@ def read_detections(path: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx_predict") / "tiny.onnx"
-    assert export_main(["--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
-    return out
+def onnx_model(tiny_onnx):
+    return tiny_onnx
 
 
 def test_predict_onnx_on_a_folder_equals_checkpoint(tiny_checkpoint, onnx_model, image_files, tmp_path):
