@@ -19,6 +19,7 @@ import sys
 from ..checkpoint import load_detector, read_checkpoint
 from ..cli import one_line_errors
 from .exporters import FORMATS, export
+from .runtime import require
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -34,6 +35,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     with one_line_errors():
+        if args.format == "onnx":
+            require("onnx")  # before any work: a missing extra is one line
         model = load_detector(args.checkpoint)
         print(f"exporting {args.checkpoint} ({model.config.backbone}, {model.num_classes} classes) as {args.format}",
               file=sys.stderr)

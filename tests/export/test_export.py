@@ -10,11 +10,11 @@ import pytest
 import torch
 from torchvision.models.detection import retinanet_resnet50_fpn
 
-from detector import load_detector
+from detector import load_detector, save_detector
 from detector.export import NO_LABEL, ExportableDetector, unpad
 from detector.export.command import main as export_main
 
-from .helpers import assert_same_detections
+from .helpers import assert_same_detections, tiny_detector
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,11 +89,13 @@ def test_eager_wrapper_equals_predict(tiny_checkpoint, image_batches):
 
 
 @pytest.mark.slow
-def test_torch_export_detections_equal_predict(tiny_checkpoint, image_batches, tmp_path):
+def test_torch_export_detections_equal_predict(image_batches, tmp_path):
+    checkpoint = tmp_path / "tiny_one_conv.ckpt"  # one conv per subnet: torch.export's tracing is the slow part
+    save_detector(tiny_detector(head_convs=1), checkpoint)
     out = tmp_path / "tiny.pt2"
-    assert export_main(["--checkpoint", str(tiny_checkpoint), "--format", "torch-export", "--out", str(out)]) == 0
+    assert export_main(["--checkpoint", str(checkpoint), "--format", "torch-export", "--out", str(out)]) == 0
     program = torch.export.load(str(out)).module()
-    model = load_detector(tiny_checkpoint)
+    model = load_detector(checkpoint)
     check_equal(model, image_batches, lambda batch: unpad(*program(batch)))
 
 
@@ -110,8 +112,6 @@ def test_torchvision_imported_checkpoint_exports(tmp_path, image_batches):
     model = load_detector(ckpt)
     # smaller inputs than torchvision's 800/1333 keep the test quick; padding stays at torchvision's 32
     model.config.min_size, model.config.max_size = 224, 320
-    from detector.checkpoint import save_detector
-
     save_detector(model, ckpt)
     out = tmp_path / "tv.onnx"
     assert export_main(["--checkpoint", str(ckpt), "--out", str(out)]) == 0
@@ -127,3 +127,12 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "missing.ckpt" in err[0]
+
+
+def test_onnx_export_without_onnx_names_the_extra(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "m.onnx")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ['error: onnx is not installed: pip install -e ".[export]"']
+    assert not (tmp_path / "m.onnx").exists()
