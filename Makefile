@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested torch/torchvision pair; pyproject.toml holds the ranges.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[test,fast-eval]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,fast-eval,export]"
 	touch $(STAMP)
 
 # pytest exits 5 when it collected no test: that must fail, and it does (any non-zero fails make).

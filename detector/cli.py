@@ -9,9 +9,10 @@ from contextlib import contextmanager
 from .checkpoint import CheckpointError
 from .data.errors import DatasetError
 from .evaluation import EvaluationError
+from .export.runtime import MissingExtraError
 from .model.backbone import BackboneError
 
-USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError)
+USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError, MissingExtraError)
 
 
 @contextmanager
@@ -26,6 +27,10 @@ def one_line_errors(exit_code: int = 2):
 
 def run_cli(args: list[str]) -> int:
     from lightning.pytorch.cli import LightningCLI
+
+    from .quiet import silence_third_party_noise
+
+    silence_third_party_noise()
 
     from .training.callbacks import Checkpoint
 

@@ -30,13 +30,21 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 
 
 def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_size: int = 4,
-                  device: str = "cpu", draw: bool = True, class_names: list[str] | None = None) -> Path:
-    """Runs the model on every image of `source`; returns the path of the JSON it wrote."""
+                  device: str = "cpu", draw: bool = True, class_names: list[str] | None = None,
+                  onnx=None) -> Path:
+    """Runs the model (a checkpoint, or with onnx= an exported .onnx file) on every image of `source`;
+    returns the path of the JSON it wrote."""
     from .training.callbacks import draw_detections
 
-    model = load_detector(checkpoint, map_location=device)
-    if class_names is None:
-        class_names = read_checkpoint(checkpoint).get("class_names")
+    if onnx is not None:
+        from .export.runtime import OnnxDetector
+
+        model = OnnxDetector(onnx, device=device)  # same predict() contract as the eager model
+        class_names = class_names or model.class_names
+    else:
+        model = load_detector(checkpoint, map_location=device)
+        if class_names is None:
+            class_names = read_checkpoint(checkpoint).get("class_names")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list_images(source)

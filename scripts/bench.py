@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller images, fewer rounds (a few minutes)")
     p.add_argument("--tiny", action="store_true", help="minimal sizes: checks that everything runs (tests)")
     p.add_argument("--only", nargs="+", metavar="GROUP",
-                   help="run only these groups: training assign_loss postprocess coco_eval memory")
+                   help="run only these groups: training assign_loss postprocess coco_eval memory inference")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--table", type=Path, default=None, help="also write the markdown table to this file")
     p.add_argument("--threads", type=int, default=None,

@@ -2,6 +2,7 @@
 
     python scripts/predict.py --checkpoint runs/synthetic/checkpoints/best.ckpt --input photo.jpg --out preds/
     python scripts/predict.py --checkpoint CKPT --input images/ --out preds/ --min-score 0.3
+    python scripts/predict.py --onnx model.onnx --input images/ --out preds/   # onnxruntime: pip install -e ".[export]"
 
 Writes preds/detections.json (COCO results: image file, bbox XYWH, score, category) and, for
 each image, preds/<name>.png with the boxes drawn and labelled.
@@ -18,7 +19,9 @@ from detector.predict import predict_paths
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a detector checkpoint (.ckpt)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a detector checkpoint (.ckpt)")
+    model.add_argument("--onnx", metavar="FILE", help="an exported model (scripts/export.py), run with onnxruntime")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--min-score", type=float, default=0.3, help="score below which boxes are not drawn/saved")
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with one_line_errors():
         out = predict_paths(args.checkpoint, args.input, args.out, min_score=args.min_score,
-                            batch_size=args.batch_size, device=args.device, draw=not args.no_images)
+                            batch_size=args.batch_size, device=args.device, draw=not args.no_images, onnx=args.onnx)
     print(out)
     return 0
 

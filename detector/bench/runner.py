@@ -10,19 +10,22 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from . import inference
 from .cases import TARGETS, assign_loss_case, coco_eval_case, postprocess_case, training_cases
 from .memory import memory_case
 from .settings import BenchSettings
 
+TARGETS.setdefault("inference", inference.TARGET)  # an entry of its own file registers its target here
 #: Entry names in report order; each group of entries comes from one case function.
 ENTRIES = ("train_step_fp32", "train_step_default", "assign_loss", "postprocess", "coco_eval",
-           "pipeline_vs_train", "mfu", "memory")
+           "pipeline_vs_train", "mfu", "memory", "inference")
 _GROUPS: dict[str, tuple[tuple[str, ...], Callable]] = {
     "training": (("train_step_fp32", "train_step_default", "pipeline_vs_train", "mfu"), training_cases),
     "assign_loss": (("assign_loss",), assign_loss_case),
     "postprocess": (("postprocess",), postprocess_case),
     "coco_eval": (("coco_eval",), coco_eval_case),
     "memory": (("memory",), lambda s, d: memory_case(s, d, with_default=s.mode != "tiny")),
+    "inference": (("inference",), inference.inference_case),
 }
 
 
@@ -118,6 +121,8 @@ def _measured(name: str, e: dict) -> str:
                 + ("" if not e.get("conv_mfu_bf16") else
                    f"; convolutions {e['conv_share_of_step_default']:.0%} of the bf16 step, at "
                    f"{e['conv_mfu_bf16']:.2f} of the bf16 peak"))
+    if name == "inference":
+        return inference.measured(e)
     if name == "memory":
         key = max(e["boxes_per_image"])
         return (f"ours {', '.join(f'{v:.0f}' for v in e['ours_fp32_peak_mib'])} MiB, torchvision "

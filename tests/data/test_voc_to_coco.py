@@ -69,3 +69,34 @@ def test_input_errors_are_one_line(tmp_path, script, capsys):
     rc = script.main(["--root", str(devkit), "--out", str(tmp_path / "x.json")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "000002.xml: malformed XML" in err
+
+
+CUSTOM = {
+    "blood_1": {"size": (48, 64), "objects": [("RBC", (1, 1, 10, 20)), ("WBC", (5, 6, 30, 40))]},
+    "blood_2": {"size": (48, 64), "objects": [("Platelets", (2, 3, 12, 13)), ("RBC", (20, 20, 40, 40))]},
+}
+
+
+def test_custom_classes_with_one_flag(tmp_path, script):
+    devkit = make_voc(tmp_path, CUSTOM, {"test": list(CUSTOM)})
+    out = tmp_path / "bccd.json"
+    args = ["--root", str(devkit), "--split", "test", "--classes", "RBC", "WBC", "Platelets", "--out", str(out)]
+    assert script.main(args) == 0
+    gt = COCO(str(out))
+    assert [(c["id"], c["name"]) for c in gt.loadCats(gt.getCatIds())] == [(1, "RBC"), (2, "WBC"), (3, "Platelets")]
+    pairs = sorted((gt.imgs[a["image_id"]]["file_name"], a["category_id"]) for a in gt.dataset["annotations"])
+    assert pairs == [("blood_1.jpg", 1), ("blood_1.jpg", 2), ("blood_2.jpg", 1), ("blood_2.jpg", 3)]
+
+
+def test_custom_class_missing_from_the_list_names_the_flags(tmp_path, script, capsys):
+    devkit = make_voc(tmp_path, CUSTOM, {"test": list(CUSTOM)})
+    args = ["--root", str(devkit), "--split", "test", "--classes", "RBC", "WBC", "--out", str(tmp_path / "x.json")]
+    assert script.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown class 'Platelets'" in err and "--classes A B C" in err
+    assert "--class-list" in err
+
+    # without any flag, VOC's 20 classes are assumed: the message says how to name custom ones
+    assert script.main(["--root", str(devkit), "--split", "test", "--out", str(tmp_path / "y.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown class 'RBC'" in err and "--classes A B C" in err
