@@ -119,6 +119,15 @@ def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against
             "verdict": verdict}
 
 
+def last_gain(val_csv: Path) -> float | None:
+    """AP at the last validation minus AP at the one before (None with fewer than two)."""
+    if not val_csv.is_file():
+        return None
+    with open(val_csv, newline="", encoding="utf-8") as f:
+        rows = sorted((int(r["step"]), r["AP"]) for r in csv.DictReader(f) if r.get("AP") not in (None, ""))
+    return float(rows[-1][1]) - float(rows[-2][1]) if len(rows) >= 2 else None
+
+
 # ---------------------------------------------------------------------------------------------
 # summary.md
 
@@ -149,9 +158,11 @@ def summary_markdown(lab, rows: list[dict]) -> str:
     out += ["", "## Best-of-grid cells", "",
             "Best lr chosen on the first seed's AP (score ≥ 0.05); the other seeds rerun that lr. AP at 0.001 is "
             "the same model's detections down to score 0.001. `edge`: the best lr is at an end of the grid. The "
-            "recipe row is the recipe lr at the first seed.", "",
+            "recipe row is the recipe lr at the first seed. Last-interval gain: the first seed's AP at the end minus "
+            "its AP at the validation before (how flat the curve is at the end).", "",
             "| level | optimizer | loss | best lr | AP per seed (≥ 0.05) | AP per seed (≥ 0.001) | mean AP | "
-            "recipe-lr AP (≥ 0.05 / ≥ 0.001) | grid complete |", "|---|---|---|---:|---|---|---:|---|---|"]
+            "recipe-lr AP (≥ 0.05 / ≥ 0.001) | last-interval AP gain | grid complete |",
+            "|---|---|---|---:|---|---|---:|---|---:|---|"]
     order = {lv.name: i for i, lv in enumerate(lab.levels)}
     for key in sorted(cells, key=lambda k: (k[1], order.get(k[0], 99), lab.losses.index(k[2]) if k[2] in lab.losses else 99)):
         c = cells[key]
@@ -161,8 +172,12 @@ def summary_markdown(lab, rows: list[dict]) -> str:
         mean = np.mean([_ap(c["by_seed"][s]) for s in seeds])
         rec = c["recipe"]
         recipe = "–" if rec is None else f"{_f(_ap(rec))} / {_f(_ap(rec, 'AP_low'))}"
+        level = next(lv for lv in lab.levels if lv.name == key[0])
+        optimizer = next(o for o in lab.optimizers if o.name == key[1])
+        rise = last_gain(lab.cell_dir(level, optimizer) / "runs" / c["by_seed"][min(seeds)]["variant"] / "val.csv")
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {c['lr']:g}{' (edge)' if c['edge'] else ''} | {hi} | {lo} | "
-                   f"{mean:.3f} | {recipe} | {'yes' if c['complete'] else 'no'} |")
+                   f"{mean:.3f} | {recipe} | {'–' if rise is None else f'{rise:+.3f}'} | "
+                   f"{'yes' if c['complete'] else 'no'} |")
     out += ["", "## Gaps", "",
             "AP(loss) − AP(CE with π = 0.01) of the best cells, per seed; a gap no larger than the seed spread (the "
             "larger AP range of the two losses over the seeds) is a tie.", "",
