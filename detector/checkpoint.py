@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -161,18 +162,51 @@ def read_checkpoint(path: str | os.PathLike, *, training: bool = False) -> dict:
 
 
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RetinaNet:
-    """The model stored in `path` (ours, a Lightning run's, or an imported one), in eval mode."""
+    """The model stored in `path` (ours, a Lightning run's, or an imported one), in eval mode.
+
+    The stored config is first built on the meta device (no memory) and the weights' names and
+    shapes checked against it, so a config of absurd sizes costs nothing and the real model is
+    only as large as the file's own tensors. The backbone's pretrained weights are never fetched:
+    the stored weights replace them.
+    """
     checkpoint = read_checkpoint(path)
     try:
         config = RetinaNetConfig.from_dict(checkpoint[CONFIG_KEY])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: bad detector config ({err})") from None
+        build_config = replace(config, backbone_weights=None)
+        with torch.device("meta"):
+            skeleton = build_retinanet(build_config)
+    except Exception as err:  # noqa: BLE001 - whatever a stored config breaks is the file's fault
+        raise CheckpointError(f"{path}: bad detector config ({type(err).__name__}: {_first_line(err)})") from None
     state = checkpoint["state_dict"]
-    if any(k.startswith(LIGHTNING_PREFIX) for k in state):
-        state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
-    model = build_retinanet(config)
+    if any(isinstance(k, str) and k.startswith(LIGHTNING_PREFIX) for k in state):
+        state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(LIGHTNING_PREFIX)}
+    mismatch = _weights_mismatch(skeleton.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({mismatch})")
+    model = build_retinanet(build_config)
+    model.config = config
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({_first_line(err)})") from None
     return model.to(map_location).eval()
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
+
+
+def _weights_mismatch(expected: dict, state: dict) -> str | None:
+    """How `state` differs from the names and shapes of `expected`, in words; None when it fits."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        return f"missing {len(missing)} weights ({_first_keys(dict.fromkeys(missing))}), unexpected " \
+               f"{len(unexpected)} ({_first_keys(dict.fromkeys(unexpected))})"
+    for k, v in expected.items():
+        got = state[k]
+        if not isinstance(got, torch.Tensor):
+            return f"{k} is a {type(got).__name__}, not a tensor"
+        if got.shape != v.shape:
+            return f"{k} has shape {tuple(got.shape)}, the config needs {tuple(v.shape)}"
+    return None

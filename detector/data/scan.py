@@ -53,7 +53,8 @@ def check_image(path: str | os.PathLike, declared: tuple[int, int] | None = None
     except DatasetError as err:
         return err.reason
     if declared is not None and tuple(size) != tuple(declared):
-        return f"image is {size[0]}x{size[1]} (h x w) but the annotation declares {declared[0]}x{declared[1]}"
+        return (f"decoded image is {size[0]}x{size[1]} (h x w, EXIF orientation applied) but the annotation "
+                f"declares {declared[0]}x{declared[1]}")  # the words of DetectionDataset.load_image
     if _lacks_end_marker(path):
         try:
             load_rgb_image(path)

@@ -321,10 +321,14 @@ def _check_results(results: Any, coco_gt: COCO) -> _CheckedResults:
         # else, or numpy scalars, goes entry by entry, which names the first bad entry.
         fields = _entry_fields_bulk(results) or _entry_fields_one_by_one(results)
         image_ids, category_ids, scores, bboxes = fields
-        boxes = np.fromiter(chain.from_iterable(bboxes), dtype=np.float64, count=4 * n).reshape(n, 4)  # XYWH
-        score_arr = np.asarray(scores, dtype=np.float64)  # (n,)
-        img_arr = np.asarray(image_ids, dtype=np.int64)  # (n,)
-        cat_arr = np.asarray(category_ids, dtype=np.int64)  # (n,)
+        try:
+            boxes = np.fromiter(chain.from_iterable(bboxes), dtype=np.float64, count=4 * n).reshape(n, 4)  # XYWH
+            score_arr = np.asarray(scores, dtype=np.float64)  # (n,)
+            img_arr = np.asarray(image_ids, dtype=np.int64)  # (n,)
+            cat_arr = np.asarray(category_ids, dtype=np.int64)  # (n,)
+        except OverflowError:  # an integer beyond 64 bits, or beyond float range
+            i = _first_out_of_range(fields)
+            raise EvaluationError(f"results entry {i}: a number out of range in {results[i]!r}") from None
 
         def first(bad: np.ndarray) -> int | None:
             idx = np.flatnonzero(bad)
@@ -399,6 +403,17 @@ def _entry_fields_one_by_one(results: list) -> tuple[list, list, list, list]:
             )
         image_ids[i], category_ids[i], scores[i], bboxes[i] = int(image_id), int(category_id), float(score), bbox
     return image_ids, category_ids, scores, bboxes
+
+
+def _first_out_of_range(fields: tuple[list, list, list, list]) -> int:
+    """Index of the first entry whose ids do not fit int64 or whose numbers do not fit float64."""
+    for i, (image_id, category_id, score, bbox) in enumerate(zip(*fields)):
+        try:
+            np.asarray([image_id, category_id], dtype=np.int64)
+            np.asarray([score, *bbox], dtype=np.float64)
+        except OverflowError:
+            return i
+    return 0
 
 
 @contextlib.contextmanager

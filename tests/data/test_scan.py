@@ -70,7 +70,7 @@ def test_check_image_compares_the_declared_size(tmp_path):
     path = tmp_path / "a.jpg"
     path.write_bytes(JPEG)
     assert check_image(path, (48, 64)) is None
-    assert "annotation declares 64x48" in check_image(path, (64, 48))
+    assert "decoded image is 48x64 (h x w, EXIF orientation applied) but the annotation declares 64x48" == check_image(path, (64, 48))
     assert "not found" in check_image(tmp_path / "missing.jpg", (48, 64))
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from detector.cli import run_cli
 from tests.conftest import write_tiny_synthetic
 
-from .helpers import fit_args
+from .helpers import corrupt_after_scan, fit_args
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +49,19 @@ def test_fit_with_on_bad_image_error_stops_with_one_line(damaged, tmp_path, caps
     assert len(err) == 1 and "Traceback" not in err[0], err
     assert err[0].startswith("error: ") and "000003.jpg: cannot read image" in err[0]
     assert "(1 more unreadable train images)" in err[0]
+
+
+def test_an_image_that_goes_bad_mid_run_is_skipped_in_a_worker_and_reported(tiny_synthetic, tmp_path, capsys):
+    root = tmp_path / "syn"
+    shutil.copytree(tiny_synthetic, root)
+    bad = corrupt_after_scan(root)
+    run_dir = tmp_path / "run"
+    assert run_cli(fit_args(root, run_dir, "--trainer.max_steps", 8, "--trainer.limit_val_batches", 0,
+                            "--checkpoint.monitor", "null", "--checkpoint.save_top_k", 0,
+                            "--data.num_workers", 1)) == 0  # 8 steps of 4 from 16 images: every image read twice
+    assert "unreadable, skipped" not in capsys.readouterr().err  # the scan (from the cache) found nothing
+    (report_file,) = run_dir.rglob("data_report.json")
+    report = json.loads(report_file.read_text())
+    assert report["scan"]["train"][0]["num_unreadable"] == 0
+    assert report["skipped_during_run"] == [{"file": str(bad), "times": 2}]
+    assert (run_dir / "ckpt" / "last.ckpt").is_file()
