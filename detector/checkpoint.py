@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -110,7 +111,9 @@ def load_torch_file(path: str | os.PathLike, what: str = "detector checkpoint") 
     if found is not None:
         raise CheckpointError(f"{path}: not a {what}: {found}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols in damaged files: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure is described in words below
         raise CheckpointError(f"{path}: not a {what}: {_load_failure(path, err)}") from None
 

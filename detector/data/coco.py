@@ -223,10 +223,13 @@ class COCODetection(DetectionDataset):
         # numpy would read null as NaN and "12" as 12.0: only JSON numbers (int, float) take the bulk path
         if (set(map(type, raw)) <= {list} and set(map(len, raw)) == {4}
                 and set(map(type, chain.from_iterable(raw))) <= {int, float}):
-            return np.array(raw, dtype=np.float64)
+            try:
+                return np.array(raw, dtype=np.float64)
+            except OverflowError:  # an integer beyond float range: named below
+                pass
         for a in annotations:  # the error path only: find the offender to name it
             box = a["bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and all(type(v) in (int, float) for v in box)):
+            if not (isinstance(box, list) and len(box) == 4 and all(_is_float(v) for v in box)):
                 raise DatasetError(self.ann_file, f"annotation {a.get('id')!r}: bbox must be 4 numbers, got {box!r}")
         raise DatasetError(self.ann_file, "malformed bbox values")
 
@@ -279,6 +282,17 @@ class COCODetection(DetectionDataset):
     def _sizes_by_id(self, images: list[dict]) -> list[tuple[int, int]]:
         row = {int(i): k for k, i in enumerate(self.table.image_ids.tolist())}
         return [tuple(int(v) for v in self.table.sizes[row[int(im["id"])]]) for im in images]
+
+
+def _is_float(value: Any) -> bool:
+    """A JSON number that fits a float64 (inf and NaN do: they are dropped as counted boxes)."""
+    if type(value) not in (int, float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _is_id(value: Any) -> bool:

@@ -329,6 +329,7 @@ def _coco_with(coco_dir, edit) -> Path:
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["annotations"][0].__setitem__("bbox", [None, 1, 4, 4]), r"bbox must be 4 numbers, got \[None"),
     (lambda d: d["annotations"][0].__setitem__("bbox", ["2", "3", "10", "12"]), r"bbox must be 4 numbers"),
+    (lambda d: d["annotations"][1].__setitem__("bbox", [10**400, 1, 4, 4]), r"annotation 2: bbox must be 4 numbers"),
     (lambda d: d["images"][0].__setitem__("height", 2**64), r"'a\.jpg' declares a width or height out of range"),
     (lambda d: d["images"][0].__setitem__("width", 1e308), r"out of range"),
     (lambda d: d["images"][0].__setitem__("id", 2**64), r"malformed image entry"),
