@@ -47,6 +47,8 @@ def load_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"malformed JSON ({err})") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DatasetError(path, f"malformed JSON ({str(err).split(';')[0]})") from None
     except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
         raise DatasetError(path, "malformed JSON (nested too deeply)") from None
 

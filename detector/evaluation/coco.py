@@ -102,6 +102,8 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise EvaluationError(f"cannot read {what} file {path}: {_one_line(e)}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise EvaluationError(f"{what} file {path} is not valid JSON: {_one_line(e).split(';')[0]}") from None
     except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
         raise EvaluationError(f"{what} file {path} is not valid JSON: nested too deeply") from None
 
@@ -401,7 +403,10 @@ def _entry_fields_one_by_one(results: list) -> tuple[list, list, list, list]:
             raise EvaluationError(
                 f"results entry {i}: bbox must be a list of 4 numbers [x, y, w, h], got {bbox!r}"
             )
-        image_ids[i], category_ids[i], scores[i], bboxes[i] = int(image_id), int(category_id), float(score), bbox
+        try:
+            image_ids[i], category_ids[i], scores[i], bboxes[i] = int(image_id), int(category_id), float(score), bbox
+        except OverflowError:  # a score beyond float range
+            raise EvaluationError(f"results entry {i}: a number out of range in {r!r}") from None
     return image_ids, category_ids, scores, bboxes
 
 

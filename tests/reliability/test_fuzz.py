@@ -91,7 +91,10 @@ def mutate_document(data, doc, max_ops: int = 4):
 
 def mutate_bytes(data, raw: bytes) -> bytes:
     """`raw` unchanged, truncated, with bytes inserted (often not UTF-8) or nested very deep."""
-    op = data.draw(st.sampled_from(["none"] * 7 + ["truncate", "insert", "deep"]), label="bytes op")
+    op = data.draw(st.sampled_from(["none"] * 7 + ["truncate", "insert", "deep", "digits"]), label="bytes op")
+    if op == "digits":  # a number of more digits than Python converts to int (4,300 by default)
+        at = next((i for i, c in enumerate(raw) if chr(c).isdigit()), None)
+        return raw if at is None else raw[:at] + b"9" * 5000 + raw[at:]
     if op == "truncate":
         return raw[: data.draw(st.integers(0, max(0, len(raw) - 1)), label="cut")]
     if op == "insert":
@@ -364,11 +367,24 @@ def test_found_voc_size_out_of_range_is_read_from_the_image(voc_dir, value):
     assert dataset.table.sizes.tolist() == [[30, 40]] and dataset[0]["orig_size"] == (30, 40)
 
 
+def test_found_a_number_of_5000_digits_is_a_one_line_error(coco_dir, results_gt):
+    path = coco_dir / "digits.json"
+    path.write_text(json.dumps(COCO_BASE).replace('"id": 1,', '"id": ' + "9" * 5000 + ",", 1))
+    with pytest.raises(DatasetError, match=r"digits.json: malformed JSON \(Exceeds the limit"):
+        COCODetection(path, coco_dir)
+    path.write_text('[{"image_id": ' + "9" * 5000 + "}]")
+    with pytest.raises(EvaluationError, match=r"digits.json is not valid JSON: Exceeds the limit"):
+        load_results(path)
+
+
 @pytest.mark.parametrize("field", ["image_id", "category_id", "score"])
 def test_found_results_numbers_out_of_range_are_one_line_errors(results_gt, field):
     coco_gt, _ = results_gt
     results = json.loads(json.dumps(RESULTS_BASE))
     results[1][field] = 10**400 if field == "score" else 2**64
+    with pytest.raises(EvaluationError, match=r"results entry 1: a number out of range"):
+        evaluate_coco(coco_gt, results)
+    results[0]["image_id"] = np.int64(1)  # not a plain int: the entry-by-entry path
     with pytest.raises(EvaluationError, match=r"results entry 1: a number out of range"):
         evaluate_coco(coco_gt, results)
 
