@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 
-import torch
-
+from .checkpoint import load_torch_file
 from .model import RetinaNet, RetinaNetConfig, build_retinanet
 
 _OLD_HEAD_CONV = re.compile(r"^(head\.(?:classification|regression)_head\.conv\.\d+)\.(weight|bias)$")
@@ -61,7 +60,7 @@ def from_torchvision(state_dict: dict, **overrides) -> RetinaNet:
 
 def load_torchvision_file(path) -> dict:
     """A torchvision state dict from a .pth file (a bare state dict or {"model": state_dict})."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, what="torchvision state dict")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -1,9 +1,15 @@
-"""Prediction on image files: detections as COCO-style JSON and pictures with the boxes drawn."""
+"""Prediction on image files: detections as COCO-style JSON and pictures with the boxes drawn.
+
+On a folder, an unreadable file is skipped with a warning naming it (on stderr), the others are
+predicted, and a final line gives the counts; it is an error only when no image could be read, or
+with strict=True at the first unreadable one. A single file given directly must be readable.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -29,11 +35,29 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     return [source]
 
 
+def _read_images(paths: list[Path], strict: bool) -> tuple[list[Path], list]:
+    """(the readable paths, their (H, W, 3) arrays); the others warned about, or an error when strict."""
+    kept, arrays = [], []
+    for path in paths:
+        try:
+            arrays.append(load_rgb_image(path))
+        except DatasetError as err:
+            if strict:
+                raise
+            tqdm.write(f"warning: {err}; skipped", file=sys.stderr)  # above the progress bar, not inside it
+            continue
+        kept.append(path)
+    return kept, arrays
+
+
 def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_size: int = 4,
                   device: str = "cpu", draw: bool = True, class_names: list[str] | None = None,
-                  onnx=None) -> Path:
+                  onnx=None, strict: bool = False) -> Path:
     """Runs the model (a checkpoint, or with onnx= an exported .onnx file) on every image of `source`;
-    returns the path of the JSON it wrote."""
+    returns the path of the JSON it wrote.
+
+    strict: a folder's unreadable file is an error instead of a warning (see the module doc).
+    """
     from .training.callbacks import draw_detections
 
     if onnx is not None:
@@ -48,10 +72,13 @@ def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list_images(source)
-    results = []
+    strict = strict or not Path(source).is_dir()
+    results, predicted = [], 0
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
-        chunk = files[start : start + batch_size]
-        arrays = [load_rgb_image(p) for p in chunk]
+        chunk, arrays = _read_images(files[start : start + batch_size], strict)
+        if not chunk:
+            continue
+        predicted += len(chunk)
         images = [torch.from_numpy(a).permute(2, 0, 1).float().div_(255) for a in arrays]
         for path, array, det in zip(chunk, arrays, model.predict(images)):
             keep = det["scores"] >= min_score
@@ -68,6 +95,12 @@ def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_
                                          {"boxes": boxes, "scores": scores, "labels": labels}, None,
                                          class_names, min_score)
                 Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}.png")
+    if predicted == 0:
+        raise DatasetError(source, f"none of the {len(files)} images could be read")
     out = out_dir / "detections.json"
     out.write_text(json.dumps(results, indent=1))
+    if len(files) > 1:
+        skipped = len(files) - predicted
+        print(f"predicted {predicted} of {len(files)} images" + (f", {skipped} unreadable skipped" if skipped else ""),
+              file=sys.stderr)
     return out

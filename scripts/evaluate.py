@@ -63,6 +63,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
         raise EvaluationError("--checkpoint needs --config CONFIG.yaml (the training config naming the dataset)")
     model = load_detector(args.checkpoint, map_location=args.device)
     overrides = {"root": args.data_root} if args.data_root else {}
+    overrides["on_bad_image"] = "error"  # an AP over fewer images than asked is another number: stop instead
     if args.batch_size:
         overrides["val_batch_size"] = args.batch_size
     datamodule = datamodule_from_config(args.config, **overrides)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detector.checkpoint import save_detector
+from detector.checkpoint import CheckpointError, save_detector
 from detector.interop import from_torchvision, load_torchvision_file
 
 
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = from_torchvision(load_torchvision_file(args.src))
+    except CheckpointError as err:  # already names the file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {args.src}: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -5,7 +5,9 @@
     python scripts/predict.py --onnx model.onnx --input images/ --out preds/   # onnxruntime: pip install -e ".[export]"
 
 Writes preds/detections.json (COCO results: image file, bbox XYWH, score, category) and, for
-each image, preds/<name>.png with the boxes drawn and labelled.
+each image, preds/<name>.png with the boxes drawn and labelled. In a folder, an unreadable image is
+skipped with a warning naming it and the rest are predicted (exit status 0 when at least one
+was); --strict makes it an error. A single image given directly must be readable.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-images", action="store_true", help="write the JSON only")
+    parser.add_argument("--strict", action="store_true", help="an unreadable image in the folder is an error")
     args = parser.parse_args(argv)
     with one_line_errors():
         out = predict_paths(args.checkpoint, args.input, args.out, min_score=args.min_score,
-                            batch_size=args.batch_size, device=args.device, draw=not args.no_images, onnx=args.onnx)
+                            batch_size=args.batch_size, device=args.device, draw=not args.no_images, onnx=args.onnx,
+                            strict=args.strict)
     print(out)
     return 0
 

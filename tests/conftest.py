@@ -1,8 +1,22 @@
-"""Fixtures shared by the test packages."""
+"""Fixtures shared by the test packages, and the hypothesis profiles of the fuzz tests.
+
+Profiles: "ci" (loaded by default: a bounded, derandomized example count, so CI is quick and
+repeatable) and "long" (`pytest --hypothesis-profile long tests/reliability/test_fuzz.py`: random,
+at least 2,000 examples per parser). Both have a per-example deadline: a parser that hangs fails.
+"""
+
+from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from detector.data.synthetic import make_synthetic
+
+_FUZZ = dict(deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+             print_blob=True)
+settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **_FUZZ)
+settings.register_profile("long", max_examples=2000, **_FUZZ)
+settings.load_profile("ci")  # --hypothesis-profile NAME loads another after this
 
 
 def write_tiny_synthetic(root, *, num_train: int, num_val: int, seed: int = 0):

@@ -37,7 +37,7 @@ def test_load_errors(tmp_path):
         detector.load_detector(tmp_path / "missing.ckpt")
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="not a detector checkpoint: a text file"):
         detector.load_detector(bad)
     other = tmp_path / "other.ckpt"
     torch.save({"weights": torch.zeros(1)}, other)

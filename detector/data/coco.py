@@ -23,6 +23,8 @@ import copy
 import json
 import os
 import posixpath
+from collections import Counter
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ def load_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"malformed JSON ({err})") from None
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DatasetError(path, f"malformed JSON ({str(err).split(';')[0]})") from None
     except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
         raise DatasetError(path, "malformed JSON (nested too deeply)") from None
 
@@ -80,7 +84,8 @@ def parse_categories(data: dict, source: Path) -> tuple[list[str], list[int]]:
     categories = _require_list(data, "categories", source)
     try:
         pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)
-    except (KeyError, TypeError, ValueError) as err:
+        np.asarray([cid for cid, _ in pairs], dtype=np.int64)  # ids beyond 64 bits raise OverflowError here
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise DatasetError(source, f"malformed category entry ({err!r})") from None
     ids = [cid for cid, _ in pairs]
     if len(set(ids)) != len(ids):
@@ -146,7 +151,7 @@ class COCODetection(DetectionDataset):
             names = [check_relative_path(im["file_name"], source) for im in images]
         except DatasetError:
             raise
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise DatasetError(source, f"malformed image entry ({err!r})") from None
         if len(np.unique(image_ids)) != len(image_ids):
             raise DatasetError(source, "duplicate image ids")
@@ -154,6 +159,8 @@ class COCODetection(DetectionDataset):
         for i, im in enumerate(images):
             try:
                 sizes[i] = (int(im["height"]), int(im["width"]))
+            except OverflowError:  # infinite, or beyond 64 bits
+                raise DatasetError(source, f"image {names[i]!r} declares a width or height out of range") from None
             except (KeyError, TypeError, ValueError):
                 # Width/height absent (some custom files): read them from the image header.
                 sizes[i] = read_image_size(image_root / names[i])
@@ -165,7 +172,7 @@ class COCODetection(DetectionDataset):
             ann_image = np.array([int(a["image_id"]) for a in annotations], dtype=np.int64)
             ann_category = np.array([int(a["category_id"]) for a in annotations], dtype=np.int64)
             ann_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise DatasetError(source, f"malformed annotation entry ({err!r})") from None
         xywh = self._parse_bboxes(annotations)
 
@@ -215,21 +222,16 @@ class COCODetection(DetectionDataset):
             raise DatasetError(self.ann_file, f"annotation without a bbox ({err!r})") from None
         if not raw:
             return np.zeros((0, 4))
-        try:
-            xywh = np.array(raw, dtype=np.float64)
-        except (TypeError, ValueError):  # ragged or not numbers
-            xywh = None
-        if xywh is not None and xywh.shape == (len(raw), 4):
-            return xywh
+        # numpy would read null as NaN and "12" as 12.0: only JSON numbers (int, float) take the bulk path
+        if (set(map(type, raw)) <= {list} and set(map(len, raw)) == {4}
+                and set(map(type, chain.from_iterable(raw))) <= {int, float}):
+            try:
+                return np.array(raw, dtype=np.float64)
+            except OverflowError:  # an integer beyond float range: named below
+                pass
         for a in annotations:  # the error path only: find the offender to name it
             box = a["bbox"]
-            ok = isinstance(box, list) and len(box) == 4
-            if ok:
-                try:
-                    [float(v) for v in box]
-                except (TypeError, ValueError):
-                    ok = False
-            if not ok:
+            if not (isinstance(box, list) and len(box) == 4 and all(_is_float(v) for v in box)):
                 raise DatasetError(self.ann_file, f"annotation {a.get('id')!r}: bbox must be 4 numbers, got {box!r}")
         raise DatasetError(self.ann_file, "malformed bbox values")
 
@@ -238,7 +240,9 @@ class COCODetection(DetectionDataset):
 
         Crowd boxes keep iscrowd=1 and COCO's own `area` (the segment area the official
         small/medium/large ranges use). Missing `area`, `iscrowd` or annotation `id` fields,
-        which pycocotools needs, are filled in (w * h, 0, a running number). Boxes the dataset
+        which pycocotools needs, are filled in (w * h, 0, a running number), as are ids that are
+        not positive integers or are repeated and areas that are not finite numbers; iscrowd is
+        read as the training table reads it (true or false). Boxes the dataset
         dropped as invalid (not finite, zero or negative size, wholly outside the image: the
         counted warning) are left out here too: kept, no detection could match them and each
         would count as a missed object.
@@ -251,17 +255,21 @@ class COCODetection(DetectionDataset):
                 im.setdefault("height", h)
                 im.setdefault("width", w)
             annotations = []
-            used_ids = {a["id"] for a in data.get("annotations", []) if "id" in a}
-            next_id = max([i for i in used_ids if isinstance(i, int)], default=0) + 1
+            given = [a.get("id") for a in data.get("annotations", [])]
+            usable = [i for i in given if _is_id(i)]
+            repeated = {i for i, n in Counter(usable).items() if n > 1}
+            next_id = max(usable, default=0) + 1
             sizes = dict(zip(self.table.image_ids.tolist(), self.table.sizes.tolist()))  # id -> (h, w)
             for a in data.get("annotations", []):
                 if int(a["image_id"]) not in kept or not _valid_gt_box(a["bbox"], sizes[int(a["image_id"])]):
                     continue
                 a = dict(a)
-                if "id" not in a:
+                if not _is_id(a.get("id")) or a["id"] in repeated:  # pycocotools keys matches on unique ids
                     a["id"], next_id = next_id, next_id + 1
-                a.setdefault("iscrowd", 0)
-                a.setdefault("area", float(a["bbox"][2]) * float(a["bbox"][3]))
+                a["iscrowd"] = int(bool(a.get("iscrowd", 0)))  # as the training table reads it
+                if not _is_real(a.get("area")):
+                    a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
+                a["bbox"] = [float(v) for v in a["bbox"]]
                 annotations.append(a)
             gt = {
                 "images": images,
@@ -276,6 +284,26 @@ class COCODetection(DetectionDataset):
     def _sizes_by_id(self, images: list[dict]) -> list[tuple[int, int]]:
         row = {int(i): k for k, i in enumerate(self.table.image_ids.tolist())}
         return [tuple(int(v) for v in self.table.sizes[row[int(im["id"])]]) for im in images]
+
+
+def _is_float(value: Any) -> bool:
+    """A JSON number that fits a float64 (inf and NaN do: they are dropped as counted boxes)."""
+    if type(value) not in (int, float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _is_id(value: Any) -> bool:
+    """A usable annotation id: a positive int (pycocotools reads 0 as "unmatched")."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _valid_gt_box(bbox: list, size: list[int]) -> bool:

@@ -12,6 +12,7 @@ The batch is a dict of tensors:
     "labels":      (N, Mmax) int64; padding rows `PAD_LABEL`
     "valid":       (N, Mmax) bool, True for real boxes
     "image_ids":   (N,) int64
+    "skipped_images": only when an item stood in for unreadable images: their paths (list[str])
 
 Padding targets to Mmax lets the matcher label the whole batch at once (as effdet does).
 """
@@ -56,6 +57,7 @@ def collate_detection(items: Sequence[dict[str, Any]], size_divisible: int = 128
         boxes[i, :m] = torch.from_numpy(np.asarray(item["boxes"], dtype=np.float32).reshape(m, 4))
         labels[i, :m] = torch.from_numpy(np.asarray(item["labels"], dtype=np.int64).reshape(m))
     valid = torch.arange(m_max)[None, :] < counts[:, None]  # (N, Mmax)
+    skipped = [path for item in items for path in item.get("skipped", ())]
     return {
         "images": images,
         "image_sizes": image_sizes,
@@ -64,6 +66,7 @@ def collate_detection(items: Sequence[dict[str, Any]], size_divisible: int = 128
         "labels": labels,
         "valid": valid,
         "image_ids": torch.tensor([int(item["image_id"]) for item in items], dtype=torch.int64),
+        **({"skipped_images": skipped} if skipped else {}),
     }
 
 

@@ -6,6 +6,8 @@ An item is a dict:
     "labels":    (M,) int64 in 0..K-1
     "image_id":  int, the COCO image id (VOC: a stable int, see voc.py)
     "orig_size": (h, w) of the decoded image before transforms
+    "skipped":   only when images were unreadable and on_bad_image="skip": their paths (the
+                 item is then the next readable image's)
 
 Training targets never contain crowd (COCO iscrowd=1) or difficult (VOC) boxes: they are
 dropped here, not passed to the matcher as "ignore" (torchvision's reference scripts drop crowd
@@ -16,6 +18,7 @@ format). They stay in `coco_gt()`, with iscrowd=1, where the COCO evaluation ign
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from detector.data.annotations import AnnotationTable
-from detector.data.errors import DatasetError
+from detector.data.errors import DatasetError, DatasetWarning
 from detector.data.images import load_rgb_image
 
 # (image, boxes (M, 4), labels (M,)) -> the same three, transformed.
@@ -40,7 +43,14 @@ class DetectionDataset(Dataset):
         label_to_category_id: list[int], the category id of each label (COCO ids, or 1..K).
         image_root: folder the table's file names are relative to.
         transforms: optional callable (image, boxes, labels) -> (image, boxes, labels).
+        on_bad_image: "error" (default) raises the `DatasetError` of an image that cannot be
+            read; "skip" reads the next readable image in its place instead, so that a batch keeps
+            its size, warns once per file, and lists the skipped files in the item's "skipped".
+            The dataset scan (scan.py) leaves out images that are bad before the run; this covers
+            an image that goes bad during it.
     """
+
+    on_bad_image: str = "error"
 
     def __init__(
         self,
@@ -56,6 +66,7 @@ class DetectionDataset(Dataset):
         self.class_names = list(class_names)
         self.label_to_category_id = [int(c) for c in label_to_category_id]
         self.transforms = transforms
+        self._warned: set[str] = set()
 
     @property
     def num_classes(self) -> int:
@@ -92,7 +103,21 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
-        image = self.load_image(index)
+        skipped: list[str] = []
+        for _ in range(len(self)):
+            try:
+                image = self.load_image(index)
+                break
+            except DatasetError as err:
+                if self.on_bad_image != "skip":
+                    raise
+                skipped.append(str(self.image_path(index)))
+                if skipped[-1] not in self._warned:
+                    self._warned.add(skipped[-1])
+                    warnings.warn(f"{err}; skipped", DatasetWarning, stacklevel=2)
+                index = (index + 1) % len(self)  # a deterministic stand-in: resumed runs read the same
+        else:
+            raise DatasetError(self.image_root, f"none of the {len(self)} images can be read")
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         boxes, labels = self.table.training_targets(index)
         if self.transforms is not None:
@@ -103,6 +128,7 @@ class DetectionDataset(Dataset):
             "labels": np.asarray(labels, dtype=np.int64).reshape(-1),
             "image_id": int(self.table.image_ids[index]),
             "orig_size": orig_size,
+            **({"skipped": skipped} if skipped else {}),
         }
 
     def coco_gt(self) -> COCO:

@@ -76,11 +76,15 @@ def read_image_set(path: Path) -> list[str]:
 
 def stable_image_ids(ids: list[str]) -> np.ndarray:
     """(n,) int64 ids: the digits of VOC-style names, else line numbers (see module doc)."""
-    if ids and all(_NUMERIC_ID.match(i) and i.replace("_", "") for i in ids):
+    # at most 18 digits: the number fits int64
+    if ids and all(_NUMERIC_ID.match(i) and 0 < len(i.replace("_", "")) <= 18 for i in ids):
         numbers = np.array([int(i.replace("_", "")) for i in ids], dtype=np.int64)
         if len(np.unique(numbers)) == len(numbers):
             return numbers
     return np.arange(len(ids), dtype=np.int64)
+
+
+_MAX_SIDE = 2**31  # a declared side beyond this is unusable (and would not fit the size table)
 
 
 def _text(element: ET.Element, tag: str, source: Path, where: str) -> str:
@@ -108,8 +112,8 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
         try:
             w = int(float(size_el.findtext("width", "0").strip() or 0))
             h = int(float(size_el.findtext("height", "0").strip() or 0))
-            size = (h, w) if h > 0 and w > 0 else None
-        except ValueError:
+            size = (h, w) if 0 < h < _MAX_SIDE and 0 < w < _MAX_SIDE else None
+        except (ValueError, OverflowError):  # OverflowError: inf
             size = None  # unusable <size>: read it from the image header
     filename_el = root.find("filename")
     objects = []

@@ -102,6 +102,8 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise EvaluationError(f"cannot read {what} file {path}: {_one_line(e)}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise EvaluationError(f"{what} file {path} is not valid JSON: {_one_line(e).split(';')[0]}") from None
     except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
         raise EvaluationError(f"{what} file {path} is not valid JSON: nested too deeply") from None
 
@@ -321,10 +323,14 @@ def _check_results(results: Any, coco_gt: COCO) -> _CheckedResults:
         # else, or numpy scalars, goes entry by entry, which names the first bad entry.
         fields = _entry_fields_bulk(results) or _entry_fields_one_by_one(results)
         image_ids, category_ids, scores, bboxes = fields
-        boxes = np.fromiter(chain.from_iterable(bboxes), dtype=np.float64, count=4 * n).reshape(n, 4)  # XYWH
-        score_arr = np.asarray(scores, dtype=np.float64)  # (n,)
-        img_arr = np.asarray(image_ids, dtype=np.int64)  # (n,)
-        cat_arr = np.asarray(category_ids, dtype=np.int64)  # (n,)
+        try:
+            boxes = np.fromiter(chain.from_iterable(bboxes), dtype=np.float64, count=4 * n).reshape(n, 4)  # XYWH
+            score_arr = np.asarray(scores, dtype=np.float64)  # (n,)
+            img_arr = np.asarray(image_ids, dtype=np.int64)  # (n,)
+            cat_arr = np.asarray(category_ids, dtype=np.int64)  # (n,)
+        except OverflowError:  # an integer beyond 64 bits, or beyond float range
+            i = _first_out_of_range(fields)
+            raise EvaluationError(f"results entry {i}: a number out of range in {results[i]!r}") from None
 
         def first(bad: np.ndarray) -> int | None:
             idx = np.flatnonzero(bad)
@@ -397,8 +403,22 @@ def _entry_fields_one_by_one(results: list) -> tuple[list, list, list, list]:
             raise EvaluationError(
                 f"results entry {i}: bbox must be a list of 4 numbers [x, y, w, h], got {bbox!r}"
             )
-        image_ids[i], category_ids[i], scores[i], bboxes[i] = int(image_id), int(category_id), float(score), bbox
+        try:
+            image_ids[i], category_ids[i], scores[i], bboxes[i] = int(image_id), int(category_id), float(score), bbox
+        except OverflowError:  # a score beyond float range
+            raise EvaluationError(f"results entry {i}: a number out of range in {r!r}") from None
     return image_ids, category_ids, scores, bboxes
+
+
+def _first_out_of_range(fields: tuple[list, list, list, list]) -> int:
+    """Index of the first entry whose ids do not fit int64 or whose numbers do not fit float64."""
+    for i, (image_id, category_id, score, bbox) in enumerate(zip(*fields)):
+        try:
+            np.asarray([image_id, category_id], dtype=np.int64)
+            np.asarray([score, *bbox], dtype=np.float64)
+        except OverflowError:
+            return i
+    return 0
 
 
 @contextlib.contextmanager

@@ -9,14 +9,20 @@ Plain keyword arguments, so that LightningCLI YAML sets each of them under `data
   `voc_val_set` of `voc_val_year`.
 
 `prepare_data` only downloads (download=True, coco and voc) or generates the synthetic set when
-it is missing; `setup` builds the datasets (idempotent, cheap to call again on each process).
-Batches are the dicts of detector.data.collate.
+it is missing; `setup` builds the datasets (idempotent, cheap to call again on each process) and
+scans their images once (detector/data/scan.py, cached beside the images): with
+`on_bad_image="skip"` (the default) unreadable images are left out with one summary line and
+listed in the run folder's data_report.json; "error" stops at the first one. An image that
+becomes unreadable during the run is replaced by the next readable one, and listed in the same
+report. Batches are the dicts of detector.data.collate.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ from detector.data.collate import DetectionCollator
 from detector.data.dataset import DetectionDataset
 from detector.data.download import VOC_ARCHIVES, download_coco, download_voc
 from detector.data.errors import DatasetError
+from detector.data.scan import ON_BAD_IMAGE, ScanReport, apply_scan, scan_dataset, summary_line
 from detector.data.synthetic import SYNTHETIC_CLASSES, make_synthetic, synthetic_exists
 from detector.data.transforms import DetectionTransform, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection
@@ -88,6 +95,8 @@ class DetectionDataModule(LightningDataModule):
         download_base_url: a mirror (or file:// folder) holding the archives.
         synthetic_num_train, synthetic_num_val, synthetic_seed: what prepare_data generates
             when dataset="synthetic" and root has no data yet.
+        on_bad_image: "skip" leaves unreadable images out of training and validation (a summary
+            line, the list in <run folder>/data_report.json); "error" stops at the first one.
     """
 
     def __init__(
@@ -124,10 +133,13 @@ class DetectionDataModule(LightningDataModule):
         synthetic_num_train: int = 2000,
         synthetic_num_val: int = 300,
         synthetic_seed: int = 0,
+        on_bad_image: str = "skip",
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
         self.save_hyperparameters()
         self.dataset = dataset
         self.root = Path(root)
@@ -140,6 +152,9 @@ class DetectionDataModule(LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: DetectionDataset | None = None
         self._label_space: tuple[list[str], list[int]] | None = None
+        self.scan_reports: dict[str, list[ScanReport]] = {}
+        self.skipped_during_run: dict[str, int] = {}  # path -> times an item stood in for it
+        self._report_file: Path | None = None
 
     # ------------------------------------------------------------------ paths
     def _path(self, value: str | None, default: str) -> Path:
@@ -177,8 +192,10 @@ class DetectionDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the validation dataset, and the training one for stage "fit" (once each)."""
         hp = self.hparams
+        if self._report_file is None:  # Trainer.log_dir is a collective: every process asks, once
+            self._report_file = self.report_path()
         if self.val_dataset is None:
-            self.val_dataset = self._build("val", build_transforms(False, hp.min_size, hp.max_size))
+            self.val_dataset = self._scanned(self._build("val", self._eval_transforms()), "val")
         if stage in (None, "fit") and self.train_dataset is None:
             # one draw that follows seed_everything: the augmentation stream and the epoch orders
             self.train_seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -190,10 +207,66 @@ class DetectionDataModule(LightningDataModule):
                 color_jitter=hp.color_jitter,
                 seed=self.train_seed,
             )
-            self.train_dataset = self._build("train", train_transforms)
+            self.train_dataset = self._scanned(self._build("train", train_transforms), "train")
             train_space = _label_space_of(self.train_dataset)
             if train_space != _label_space_of(self.val_dataset):
                 raise DatasetError(self.root, "training and validation data have different class lists")
+
+    # ------------------------------------------------------------------ bad images
+    def _scanned(self, dataset: Dataset, split: str) -> Dataset:
+        """`dataset` after the scan of its images (see the module doc); reports the skipped ones."""
+        leaves = _leaf_datasets(dataset)
+        reports = [scan_dataset(leaf, split=split) for leaf in leaves]
+        for leaf, report in zip(leaves, reports):
+            apply_scan(leaf, report, self.hparams.on_bad_image)
+        self.scan_reports[split] = reports
+        if not any(len(leaf) for leaf in leaves):
+            raise DatasetError(self.root, f"none of the {split} images can be read")
+        if any(r.bad for r in reports):
+            report_file = self._write_data_report()
+            line = summary_line(reports, str(report_file) if report_file else "the list below")
+            if self._is_global_zero():
+                print(line, file=sys.stderr)
+                if report_file is None:
+                    for r in reports:
+                        for bad in r.bad:
+                            print(f"  {bad['file']}: {bad['reason']}", file=sys.stderr)
+        # a ConcatDataset keeps its parts' lengths from when it was built
+        return ConcatDataset(leaves) if isinstance(dataset, ConcatDataset) else dataset
+
+    def _is_global_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
+    def report_path(self) -> Path | None:
+        """<run folder>/data_report.json: the logger's folder, else the trainer's root; None without a trainer."""
+        if self.trainer is None:
+            return None
+        folder = self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(folder) / "data_report.json"
+
+    def _write_data_report(self) -> Path | None:
+        path = self._report_file
+        if path is None or not self._is_global_zero():
+            return path
+        report = {
+            "on_bad_image": self.hparams.on_bad_image,
+            "scan": {split: [r.to_dict() for r in reports] for split, reports in self.scan_reports.items()},
+            "skipped_during_run": [{"file": f, "times": n} for f, n in sorted(self.skipped_during_run.items())],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the images that became unreadable during the run (see the module doc)."""
+        skipped = batch.pop("skipped_images", None) if isinstance(batch, dict) else None
+        if skipped:
+            for path in skipped:
+                self.skipped_during_run[path] = self.skipped_during_run.get(path, 0) + 1
+            self._write_data_report()
+        return batch
 
     def _build(self, split: str, transforms: DetectionTransform) -> Dataset:
         hp = self.hparams

@@ -121,24 +121,13 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def check_training_checkpoint(path) -> dict:
-    """The checkpoint at `path`, read with torch.load(weights_only=True); `CheckpointError` otherwise.
+    """The training checkpoint at `path` (weights_only); `CheckpointError` saying what the file is otherwise.
 
-    weights_only admits tensors and plain containers only: a file that would run code when
-    unpickled (or is truncated, or not a checkpoint) is refused with one line naming it.
+    One classifier for every checkpoint the project reads: `detector.checkpoint.read_checkpoint`.
     """
-    from detector.checkpoint import CheckpointError
+    from detector.checkpoint import read_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {first})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a training checkpoint (no 'state_dict')")
-    return checkpoint
+    return read_checkpoint(path, training=True)
 
 
 def use_atomic_checkpoint_io(trainer) -> None:

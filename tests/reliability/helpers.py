@@ -149,3 +149,18 @@ def wait_for_checkpoints(proc: subprocess.Popen, last, count: int, timeout: floa
         except FileNotFoundError:
             pass
         time.sleep(0.01)
+
+
+def corrupt_after_scan(root: Path, split: str = "train", index: int = 0) -> Path:
+    """Scan `split` of the synthetic set at root (the cache passes every image), then overwrite image
+    `index` with garbage of the same size and mtime: the cache still passes it, so the run meets it."""
+    from detector.data import COCODetection
+    from detector.data.scan import scan_dataset
+
+    scan_dataset(COCODetection(root / f"{split}.json", root / "images"), split=split, progress=False)
+    name = json.loads((root / f"{split}.json").read_text())["images"][index]["file_name"]
+    path = root / "images" / name
+    size, st = path.stat().st_size, path.stat()
+    path.write_bytes((b"not an image" * (size // 12 + 1))[:size])
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return path

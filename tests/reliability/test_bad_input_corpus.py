@@ -39,7 +39,7 @@ from detector.model import build_retinanet
 from tests.data.fixtures import coco_json, load_script, make_voc, rgb_jpeg_bytes, write_coco
 from tests.data.test_image_loading import _exif_rotated_jpeg
 
-from .helpers import REPO, TINY, fit_args, script_env
+from .helpers import REPO, TINY, corrupt_after_scan, fit_args, script_env
 
 CATS = [(1, "a"), (2, "b")]
 BOX = {"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20]}
@@ -355,14 +355,14 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> N
 
 @pytest.mark.slow
 def test_command_lines_print_one_line_errors(tmp_path, tiny_synthetic, detector_ckpt):
-    # a corrupt training image met by a DataLoader worker process during training (train.py)
+    # a training image that goes bad after the scan, met by a DataLoader worker process during training
+    # (train.py), with --data.on_bad_image error (the default skips it: test_bad_images.py)
     root = tmp_path / "syn"
     shutil.copytree(tiny_synthetic, root)
-    train_json = json.loads((root / "train.json").read_text())
-    bad = root / "images" / train_json["images"][0]["file_name"]
-    bad.write_bytes(b"not an image" * 20)
+    bad = corrupt_after_scan(root)
     proc = _run("scripts/train.py", *fit_args(root, tmp_path / "run", "--trainer.max_steps", 8,
-                                              "--trainer.num_sanity_val_steps", 0, "--data.num_workers", 1))
+                                              "--trainer.num_sanity_val_steps", 0, "--data.num_workers", 1,
+                                              "--data.on_bad_image", "error"))
     _assert_one_line_error(proc, rf"{bad.name}: cannot read image")
 
     # evaluate.py: a dataset whose file_name escapes its root; a results file with NaN

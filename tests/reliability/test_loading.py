@@ -79,22 +79,22 @@ def test_training_checkpoints_hold_only_what_weights_only_admits(trained):
 
 def test_a_code_carrying_checkpoint_is_refused_by_every_entry_point(evil, tmp_path, capsys, tiny_synthetic):
     path, marker = evil
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*Unpickl"):
+    with pytest.raises(CheckpointError, match=r"not a detector checkpoint: it holds Python objects \(posix\.mkdir\).*refused"):
         detector.load_detector(path)
 
     with pytest.raises(SystemExit) as exit_info:  # scripts/train.py fit --ckpt_path evil.ckpt
         run_cli(fit_args(tiny_synthetic, tmp_path / "run", "--ckpt_path", path))
     assert exit_info.value.code == 2
-    assert f"{path}: cannot read checkpoint (UnpicklingError" in _one_error_line(capsys)
+    assert f"{path}: not a detector checkpoint: it holds Python objects (posix.mkdir)" in _one_error_line(capsys)
 
     assert load_script("evaluate").main(["--checkpoint", str(path), "--config", "configs/synthetic.yaml",
                                          "--data-root", str(tiny_synthetic)]) == 2
-    assert "cannot read checkpoint" in _one_error_line(capsys)
+    assert "it holds Python objects (posix.mkdir)" in _one_error_line(capsys)
 
     with pytest.raises(SystemExit) as exit_info:
         load_script("predict").main(["--checkpoint", str(path), "--input", str(tiny_synthetic / "images"),
                                      "--out", str(tmp_path / "pred")])
-    assert exit_info.value.code == 2 and "cannot read checkpoint" in _one_error_line(capsys)
+    assert exit_info.value.code == 2 and "it holds Python objects (posix.mkdir)" in _one_error_line(capsys)
     assert not marker.exists()  # nothing ran
 
 
@@ -103,11 +103,12 @@ def test_truncated_or_empty_checkpoints_are_one_line_errors(trained, tmp_path, c
     data = trained.read_bytes()
     path = tmp_path / "broken.ckpt"
     path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    found = "the file is empty" if keep == 0 else r"a truncated or damaged zip archive"
+    with pytest.raises(CheckpointError, match=f"broken.ckpt: not a detector checkpoint: {found}"):
         detector.load_detector(path)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(fit_args(tiny_synthetic, tmp_path / "run", "--ckpt_path", path))
-    assert exit_info.value.code == 2 and "broken.ckpt: cannot read checkpoint" in _one_error_line(capsys)
+    assert exit_info.value.code == 2 and "broken.ckpt: not a detector checkpoint" in _one_error_line(capsys)
 
 
 def test_a_missing_resume_checkpoint_is_one_line(tmp_path, capsys, tiny_synthetic):
