@@ -269,20 +269,20 @@ def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]
 
 
 def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]:
-    """The runs of a stage in order: optimizer by optimizer, grid before seeds.
+    """The runs of a stage in order: optimizer by optimizer, level by level (the preset's order).
 
-    The grid runs the recipe lr of every level and loss first (a first answer early), then the
-    other lrs. The seeds of a (level, optimizer) are known only once its grid is complete.
+    Within a level: the recipe lr of every loss first, then the rest of the grid, then the best
+    lrs at the other seeds, which are known only once the level's grid is complete.
     """
     runs = []
     for optimizer in lab.optimizers:
-        if stage in ("grid", "all"):
-            grid = lab.grid_variants(optimizer)
-            first = sorted(grid, key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
-            runs += [(lv, optimizer, v) for v in first[: len(lab.losses)] for lv in lab.levels]
-            runs += [(lv, optimizer, v) for lv in lab.levels for v in first[len(lab.losses):]]
-        if stage in ("seeds", "all"):
-            runs += [(lv, optimizer, v) for lv in lab.levels for v in seed_variants(lab, lv, optimizer)]
+        grid = sorted(lab.grid_variants(optimizer),
+                      key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
+        for level in lab.levels:
+            if stage in ("grid", "all"):
+                runs += [(level, optimizer, v) for v in grid]
+            if stage in ("seeds", "all"):
+                runs += [(level, optimizer, v) for v in seed_variants(lab, level, optimizer)]
     return runs
 
 
