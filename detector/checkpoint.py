@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_path
 from .model import RetinaNet, RetinaNetConfig, build_retinanet
 
 CONFIG_KEY = "detector_config"
@@ -25,12 +26,9 @@ class CheckpointError(RuntimeError):
 
 def save_detector(model: RetinaNet, path: str | os.PathLike, **extra) -> Path:
     """Write config + weights atomically (a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({CONFIG_KEY: model.config.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save({CONFIG_KEY: model.config.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
+    return Path(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

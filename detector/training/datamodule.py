@@ -16,14 +16,12 @@ Batches are the dicts of detector.data.collate.
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from pycocotools.coco import COCO
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from detector.data.coco import COCODetection, load_json, parse_categories
 from detector.data.collate import DetectionCollator
@@ -33,32 +31,9 @@ from detector.data.errors import DatasetError
 from detector.data.synthetic import SYNTHETIC_CLASSES, make_synthetic, synthetic_exists
 from detector.data.transforms import DetectionTransform, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection
-from detector.training.reliability import resumable_train_loader
+from detector.training.reliability import leaf_datasets, resumable_train_loader
 
 DATASETS = ("synthetic", "coco", "voc")
-
-
-def _leaf_datasets(dataset: Dataset) -> list[Dataset]:
-    if isinstance(dataset, ConcatDataset):
-        return [leaf for part in dataset.datasets for leaf in _leaf_datasets(part)]
-    return [dataset]
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: give each worker its own augmentation stream.
-
-    Forked workers inherit the parent's albumentations state, so without this every worker would
-    draw the same flips and scales. Torch's per-worker seed differs per worker and per epoch,
-    and follows `seed_everything`, so runs stay reproducible.
-    """
-    info = get_worker_info()
-    seed = info.seed % 2**32
-    for dataset in _leaf_datasets(info.dataset):
-        transforms = getattr(dataset, "transforms", None)
-        if isinstance(transforms, DetectionTransform):
-            transforms.set_random_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class DetectionDataModule(LightningDataModule):
@@ -264,7 +239,6 @@ class DetectionDataModule(LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),  # pinning needs a GPU
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=DetectionCollator(self.size_divisible),
-            worker_init_fn=seed_worker if train and self.num_workers > 0 else None,
         )
         if train:  # epoch orders and augmentation by position: resumes mid-epoch exactly, any world size
             return resumable_train_loader(dataset, seed=getattr(self, "train_seed", self.hparams.seed), **common)
@@ -300,7 +274,7 @@ class DetectionDataModule(LightningDataModule):
 
 
 def _label_space_of(dataset: Dataset) -> tuple[list[str], list[int]]:
-    first = _leaf_datasets(dataset)[0]
+    first = leaf_datasets(dataset)[0]
     return list(first.class_names), list(first.label_to_category_id)
 
 
