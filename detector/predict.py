@@ -32,7 +32,7 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_size: int = 4,
                   device: str = "cpu", draw: bool = True, class_names: list[str] | None = None) -> Path:
     """Runs the model on every image of `source`; returns the path of the JSON it wrote."""
-    from .training.callbacks import draw_detections
+    from .drawing import draw_detections
 
     model = load_detector(checkpoint, map_location=device)
     if class_names is None:
