@@ -9,11 +9,13 @@ with target y in {0, 1}, p = sigmoid(x) and p_t = p if y = 1 else 1 - p:
     FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t),  alpha_t = alpha if y = 1 else 1 - alpha
 
 gamma = 0 gives alpha-balanced CE, and with alpha = None plain CE. Anchors the matcher ignores add
-nothing. `sigmoid_focal_loss` is that formula (torchvision's) and `classification_loss_per_anchor`
-sums it over the classes of each anchor: the rule. `fast_focal.focal_loss_per_anchor` computes the
-same in fewer passes over memory; `RetinaNetLoss(implementation=...)` chooses (config.py). The summed loss is divided by the number of positive anchors in the whole batch (at
+nothing. The summed loss is divided by the number of positive anchors in the whole batch (at
 least 1), all-reduced across processes when training is distributed, or by an exponential moving
 average of that number (detectron2's option).
+
+The rule: `sigmoid_focal_loss` is that formula (torchvision's), and `classification_loss_per_anchor`
+sums it over the classes of each anchor. `fast_focal.focal_loss_per_anchor` computes the same in
+fewer passes over memory; `RetinaNetLoss(implementation=...)` chooses (see config.py).
 
 OHEM (the paper's baseline): plain CE, but per image only the positives and the 3x as many
 negatives with the highest loss count.
