@@ -374,7 +374,7 @@ def make_synthetic(
     """
     unknown = sorted(set(knobs) - {f.name for f in fields(SyntheticSpec)})
     if unknown:
-        raise ValueError(f"unknown synthetic settings: {', '.join(unknown)}")
+        raise TypeError(f"make_synthetic() got unknown settings: {', '.join(unknown)}")
     spec = SyntheticSpec(**knobs)
     stats: dict[str, Any] = {}
     for split, n in (("train", num_train), ("val", num_val)):
