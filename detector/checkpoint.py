@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .io import atomic_path
 from .model import RetinaNet, RetinaNetConfig, build_retinanet
 
 CONFIG_KEY = "detector_config"
@@ -40,12 +41,9 @@ class CheckpointError(RuntimeError):
 
 def save_detector(model: RetinaNet, path: str | os.PathLike, **extra) -> Path:
     """Write config + weights atomically (a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({CONFIG_KEY: model.config.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save({CONFIG_KEY: model.config.to_dict(), "state_dict": model.state_dict(), **extra}, tmp)
+    return Path(path)
 
 
 def _sniff(path: Path) -> str | None:

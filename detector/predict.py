@@ -58,7 +58,7 @@ def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_
 
     strict: a folder's unreadable file is an error instead of a warning (see the module doc).
     """
-    from .training.callbacks import draw_detections
+    from .drawing import draw_detections
 
     if onnx is not None:
         from .export.runtime import OnnxDetector

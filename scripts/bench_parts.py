@@ -2,30 +2,27 @@
 """Speed of single parts against their plain versions, side by side in one run.
 
     python scripts/bench_parts.py --out parts.json
-    python scripts/bench_parts.py --out parts.json --focal-against 9a73937   # the fused loss of a commit
+    python scripts/bench_parts.py --out parts.json --focal   # and the classification loss, rule vs fast
 
 Each entry times two ways of computing the same thing, interleaved (detector.bench.timing), and
 checks that they agree:
 - matcher_<M>_boxes: the dense IoU matcher against the culled one (Matcher(cull=False / True)),
   batch 8, the 49,104 anchors of a 512 px image, M random boxes an image; "same": equal matches.
-- softplus: F.softplus against max(x, 0) - log(sigmoid(|x|)) from focal._sigmoid_parts (sigmoid
-  included), 2^18 logits.
-- topk: `logits.flatten(1).topk(1000)` against postprocess.top_pairs on P3 of a 512 px image,
+- softplus: F.softplus against max(x, 0) - log(sigmoid(|x|)) from fast_focal._sigmoid_parts
+  (sigmoid included), 2^18 logits.
+- topk: `logits.flatten(1).topk(1000)` against fast_postprocess.top_pairs on P3 of a 512 px image,
   batch 8, 91 classes; "same": the same values.
-- focal_against_<REV> (with --focal-against): the fused focal loss, forward and backward, of
-  detector/model/focal.py at git revision REV against this tree's, batch 8 x 49,104 x 91 (this
-  tree's by its default rule: compiled at this size, see "ours_compiled").
-The ratio is the plain (or older) time over ours: higher is better for us.
+- focal (with --focal): the classification loss per anchor, forward and backward, as the rule
+  (losses.classification_loss_per_anchor) against the fast path (fast_focal.focal_loss_per_anchor,
+  by its default rule: compiled at this size, see "fast_compiled"), batch 8 x 49,104 x 91.
+The ratio is the plain time over ours: higher is better for us.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +33,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from detector.bench.models import feature_sizes, random_boxes  # noqa: E402
 from detector.bench.timing import Interleaved  # noqa: E402
-from detector.model import AnchorGenerator, Matcher  # noqa: E402
-from detector.model import focal  # noqa: E402
-from detector.model.postprocess import top_pairs  # noqa: E402
+from detector.model import AnchorGenerator, Matcher, classification_loss_per_anchor  # noqa: E402
+from detector.model import fast_focal  # noqa: E402
+from detector.model.fast_postprocess import top_pairs  # noqa: E402
 
 SIZE, BATCH, CLASSES = 512, 8, 91
 
@@ -69,7 +66,7 @@ def matcher_entries(box_counts: list[int], rounds: int) -> dict:
 
 def softplus_entry(rounds: int) -> dict:
     x = torch.randn(1 << 18, generator=torch.Generator().manual_seed(0)) * 4
-    ours = lambda: x.clamp(min=0) - focal._sigmoid_parts(x)[2]  # noqa: E731
+    ours = lambda: x.clamp(min=0) - fast_focal._sigmoid_parts(x)[2]  # noqa: E731
     err = float((F.softplus(x.double()) - ours().double()).abs().max())
     it = Interleaved({"F_softplus": lambda: F.softplus(x), "ours": ours},
                      rounds=rounds * 20)
@@ -87,20 +84,7 @@ def topk_entry(rounds: int) -> dict:
     return {"topk": _entry(it, "flatten_topk", "top_pairs", anchors=r3, classes=CLASSES, same=same)}
 
 
-def focal_at(rev: str):
-    """detector/model/focal.py as it was at git revision `rev`, imported as a module."""
-    source = subprocess.run(["git", "show", f"{rev}:detector/model/focal.py"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "focal_at_rev.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location("focal_at_rev", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
-
-
-def focal_entry(old, rev: str, rounds: int) -> dict:
+def focal_entry(rounds: int) -> dict:
     r = len(_anchors())
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(BATCH, r, CLASSES, generator=g) - 4.0).requires_grad_()
@@ -108,19 +92,19 @@ def focal_entry(old, rev: str, rounds: int) -> dict:
     labels[:, ::300] = 3
     valid = torch.ones(BATCH, r, dtype=torch.bool)
 
-    def run(module):
+    def run(per_anchor):
         def step():
             x.grad = None
-            loss, _ = module.focal_loss_per_anchor(x, labels, valid)
+            loss = per_anchor(x, labels, valid)
             loss.sum().backward()
             return loss.detach().sum()
         return step
 
-    older, ours = run(old), run(focal)
-    rel = float((older() - ours()).abs() / older().abs())
-    it = Interleaved({"older": older, "ours": ours}, rounds=rounds)
-    return {f"focal_against_{rev}": _entry(it, "older", "ours", shape=[BATCH, r, CLASSES],
-                                           loss_sum_relative_difference=rel, ours_compiled=focal.use_compiled(x, None))}
+    rule, fast = run(classification_loss_per_anchor), run(fast_focal.focal_loss_per_anchor)
+    rel = float((rule() - fast()).abs() / rule().abs())
+    it = Interleaved({"rule": rule, "fast": fast}, rounds=rounds)
+    return {"focal": _entry(it, "rule", "fast", shape=[BATCH, r, CLASSES], loss_sum_relative_difference=rel,
+                            fast_compiled=fast_focal.use_compiled(x, None))}
 
 
 def main(argv=None) -> int:
@@ -128,24 +112,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.add_argument("--boxes", type=int, nargs="+", default=[8, 20, 200, 1000], help="boxes per image (matcher)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each entry")
-    p.add_argument("--focal-against", metavar="REV", default=None,
-                   help="also time detector/model/focal.py of this git revision against this tree's")
+    p.add_argument("--focal", action="store_true",
+                   help="also time the classification loss, rule against fast path (compiles it: slow)")
     a = p.parse_args(argv)
     if any(m < 1 for m in a.boxes) or a.rounds < 1:
         p.error("--boxes and --rounds must be positive")
-    old_focal = None
-    if a.focal_against:
-        try:
-            old_focal = focal_at(a.focal_against)
-        except subprocess.CalledProcessError as e:
-            print(f"error: git show {a.focal_against}:detector/model/focal.py failed: {e.stderr.strip()}", file=sys.stderr)
-            return 2
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     results.update(matcher_entries(a.boxes, a.rounds))
     results.update(softplus_entry(a.rounds))
     results.update(topk_entry(a.rounds))
-    if old_focal is not None:
-        results.update(focal_entry(old_focal, a.focal_against, a.rounds))
+    if a.focal:
+        results.update(focal_entry(a.rounds))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
     for name, entry in results.items():

@@ -5,7 +5,7 @@
 
 Both runs are scripts/train.py with configs/synthetic.yaml and a tiny model (ResNet-18-FPN, 16 channels,
 1 head conv, 128 px, AdamW lr 0.004 at batch 16 (scaled to the global batch), no warm-up),
-validated once at the end; a StepRecorder (detector.training.reliability) writes every step of
+validated once at the end; a StepRecorder (scripts/run_probes.py) writes every step of
 every process. Printed per seed: val AP / AP50 / AR100 of each, and the largest difference between
 the one-process loss and the mean of the DDP processes' losses over the first 10 steps and over all
 steps. --data-root is generated when missing (16 training and 7 validation images: the validation
@@ -44,7 +44,7 @@ def make_data(root: Path) -> Path:
 def train(root: Path, run_dir: Path, steps: int, devices: int, batch_size: int, seed: int, extra=()) -> list[Path]:
     """One run; returns its StepRecorder files (one per process)."""
     record = run_dir / "steps.jsonl"
-    callback = json.dumps({"class_path": "detector.training.reliability.StepRecorder",
+    callback = json.dumps({"class_path": "run_probes.StepRecorder",
                            "init_args": {"path": str(record)}})
     args = ["fit", "--config", str(REPO / "configs/synthetic.yaml"), "--data.root", str(root), *TINY,
             "--seed_everything", str(seed), "--trainer.max_steps", str(steps), "--trainer.val_check_interval",

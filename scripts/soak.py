@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                        min_object_size=12, max_object_size=40, num_distractors=1, num_lines=2, num_blobs=2)
     run_dir = Path(args.run_dir or Path(tmp.name) / "run")
     out = Path(args.out)
-    monitor = json.dumps({"class_path": "detector.training.reliability.RSSMonitor",
+    monitor = json.dumps({"class_path": "run_probes.RSSMonitor",
                           "init_args": {"path": str(out), "every": args.every}})
     if args.full:
         shape = []  # configs/synthetic.yaml as it is

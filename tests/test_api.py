@@ -43,3 +43,28 @@ def test_load_errors(tmp_path):
     torch.save({"weights": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match="not a detector checkpoint"):
         detector.load_detector(other)
+
+
+def test_prediction_with_drawn_images_does_not_import_lightning(tmp_path):
+    """The model is plain PyTorch: loading it, running it on a folder and drawing its boxes needs no Lightning."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    model = detector.build_retinanet(num_classes=2, backbone="resnet18", fpn_channels=16, head_convs=1,
+                                     min_size=64, max_size=64, prior_prob=0.5)
+    detector.save_detector(model, tmp_path / "m.ckpt", class_names=["a", "b"])
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (80, 60), (120, 30, 200)).save(tmp_path / "in" / "x.png")
+    code = ("import sys; from detector.predict import predict_paths; "
+            f"out = predict_paths({str(tmp_path / 'm.ckpt')!r}, {str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, "
+            "min_score=0.0); "
+            "print(sorted(m for m in sys.modules if m == 'lightning' or m.startswith(('lightning.', 'pytorch_lightning'))))")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert list((tmp_path / "out").glob("*.json")) and list((tmp_path / "out").glob("x*"))

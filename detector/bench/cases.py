@@ -19,7 +19,8 @@ A ratio is always "higher is better for this project" and always taken side by s
 - memory: see memory.py.
 
 The training-step loop times six functions in alternation (three training steps, one pipeline
-batch, two matmuls), which is why entries 1, 2, 6 and 7 come out of one function.
+batch, two matmuls) so that entries 1, 2, 6 and 7 are side by side: `time_training` runs it once,
+and one function per entry reads its entry from that run.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import contextlib
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..model.focal import use_compiled
+from ..model.fast_focal import use_compiled
 from ..model.retinanet import HeadOutputs
 from .models import feature_sizes, ours_from, random_boxes, sgd, torchvision_retinanet
 from .settings import BenchSettings
@@ -117,8 +119,32 @@ def _conv_time(step) -> tuple[float, float]:
     return conv_s, conv_s / wall
 
 
+@dataclass
+class TrainingRun:
+    """What the interleaved training loop measured; each training entry is read from it."""
+
+    it: Interleaved  # times of torchvision_fp32, ours_fp32, ours_default, pipeline, matmul_fp32, matmul_bf16
+    common: dict  # image size, batch, boxes, rounds
+    batch: int
+    matmul_size: int
+    flops_ours: float  # FLOPs of one training step (ours; conv + matmul, forward and backward)
+    flops_tv: float
+    conv_s: float | None  # CPU: seconds of one default-precision step in convolution kernels
+    conv_share: float | None
+
+    def images_per_s(self, name: str) -> float:
+        return self.batch / self.it.median(name)
+
+
 def training_cases(s: BenchSettings, device: torch.device) -> dict[str, dict]:
-    """Entries train_step_fp32, train_step_default, pipeline_vs_train and mfu."""
+    """Entries train_step_fp32, train_step_default, pipeline_vs_train and mfu, from one timing loop."""
+    run = time_training(s, device)
+    return {"train_step_fp32": train_step_fp32_entry(run), "train_step_default": train_step_default_entry(run),
+            "pipeline_vs_train": pipeline_vs_train_entry(run, s), "mfu": mfu_entry(run)}
+
+
+def time_training(s: BenchSettings, device: torch.device) -> TrainingRun:
+    """Six functions timed in alternation: three training steps, one pipeline batch, two matmuls."""
     from torch.utils.flop_counter import FlopCounterMode
 
     n, size = s.train_batch, s.train_size
@@ -176,62 +202,70 @@ def training_cases(s: BenchSettings, device: torch.device) -> dict[str, dict]:
         )
 
     conv_s, conv_share = _conv_time(lambda: step_ours(ours_default, opt_default, True)) if device.type == "cpu" else (None, None)
-
-    def ips(name):  # images per second
-        return n / it.median(name)
-
     common = {"image_size": size, "batch": n, "boxes_per_image": s.train_boxes, "rounds": it.rounds}
-    peak32 = 2 * mm**3 / it.median("matmul_fp32")
-    peak16 = 2 * mm**3 / it.median("matmul_bf16")
-    mfu_default = flops_ours / (2 * mm**3) * it.ratio("matmul_bf16", "ours_default")
-    mfu_fp32 = flops_ours / (2 * mm**3) * it.ratio("matmul_fp32", "ours_fp32")
+    return TrainingRun(it, common, n, mm, flops_ours, flops_tv, conv_s, conv_share)
+
+
+def train_step_fp32_entry(run: TrainingRun) -> dict:
+    it = run.it
     return {
-        "train_step_fp32": {
-            **common,
-            "ours_images_per_s": ips("ours_fp32"),
-            "torchvision_images_per_s": ips("torchvision_fp32"),
-            "ours_step_s": it.median("ours_fp32"),
-            "torchvision_step_s": it.median("torchvision_fp32"),
-            "spread": {k: it.spread(k) for k in ("ours_fp32", "torchvision_fp32")},
-            "ratio": it.ratio("torchvision_fp32", "ours_fp32"),
-        },
-        "train_step_default": {
-            **common,
-            "precision": "bf16 autocast + channels_last (ours) vs float32 (torchvision)",
-            "ours_images_per_s": ips("ours_default"),
-            "torchvision_images_per_s": ips("torchvision_fp32"),
-            "ours_step_s": it.median("ours_default"),
-            "ours_default_vs_ours_fp32": it.ratio("ours_fp32", "ours_default"),
-            "spread": {k: it.spread(k) for k in ("ours_default", "torchvision_fp32")},
-            "ratio": it.ratio("torchvision_fp32", "ours_default"),
-        },
-        "pipeline_vs_train": {
-            **common,
-            "source_image_size": s.pipeline_source_size,
-            "pipeline": "synthetic JPEG decode + train augmentation (resize, flip, colour jitter) + collate, "
-                        "1 torch and 1 OpenCV thread",
-            "pipeline_images_per_s_per_worker": ips("pipeline"),
-            "train_images_per_s": ips("ours_default"),
-            "train_images_per_s_fp32": ips("ours_fp32"),
-            "ratio": it.ratio("ours_default", "pipeline"),
-        },
-        "mfu": {
-            **common,
-            "train_flops_per_step": flops_ours,
-            "torchvision_flops_per_step": flops_tv,
-            "matmul_size": mm,
-            "peak_flops_per_s_bf16": peak16,
-            "peak_flops_per_s_fp32": peak32,
-            "achieved_flops_per_s_default": flops_ours / it.median("ours_default"),
-            "achieved_flops_per_s_fp32": flops_ours / it.median("ours_fp32"),
-            "mfu_default_bf16": mfu_default,
-            "mfu_fp32": mfu_fp32,
-            # CPU: where the bf16 step's time goes (torch.profiler, one step): the convolutions'
-            # share, and their own FLOP/s over the bf16 peak (FLOPs are all in convolutions here)
-            "conv_share_of_step_default": conv_share,
-            "conv_mfu_bf16": flops_ours / conv_s / peak16 if conv_s else None,  # None: no conv op seen
-            "ratio": mfu_default,
-        },
+        **run.common,
+        "ours_images_per_s": run.images_per_s("ours_fp32"),
+        "torchvision_images_per_s": run.images_per_s("torchvision_fp32"),
+        "ours_step_s": it.median("ours_fp32"),
+        "torchvision_step_s": it.median("torchvision_fp32"),
+        "spread": {k: it.spread(k) for k in ("ours_fp32", "torchvision_fp32")},
+        "ratio": it.ratio("torchvision_fp32", "ours_fp32"),
+    }
+
+
+def train_step_default_entry(run: TrainingRun) -> dict:
+    it = run.it
+    return {
+        **run.common,
+        "precision": "bf16 autocast + channels_last (ours) vs float32 (torchvision)",
+        "ours_images_per_s": run.images_per_s("ours_default"),
+        "torchvision_images_per_s": run.images_per_s("torchvision_fp32"),
+        "ours_step_s": it.median("ours_default"),
+        "ours_default_vs_ours_fp32": it.ratio("ours_fp32", "ours_default"),
+        "spread": {k: it.spread(k) for k in ("ours_default", "torchvision_fp32")},
+        "ratio": it.ratio("torchvision_fp32", "ours_default"),
+    }
+
+
+def pipeline_vs_train_entry(run: TrainingRun, s: BenchSettings) -> dict:
+    return {
+        **run.common,
+        "source_image_size": s.pipeline_source_size,
+        "pipeline": "synthetic JPEG decode + train augmentation (resize, flip, colour jitter) + collate, "
+                    "1 torch and 1 OpenCV thread",
+        "pipeline_images_per_s_per_worker": run.images_per_s("pipeline"),
+        "train_images_per_s": run.images_per_s("ours_default"),
+        "train_images_per_s_fp32": run.images_per_s("ours_fp32"),
+        "ratio": run.it.ratio("ours_default", "pipeline"),
+    }
+
+
+def mfu_entry(run: TrainingRun) -> dict:
+    it, mm, flops = run.it, run.matmul_size, run.flops_ours
+    peak16 = 2 * mm**3 / it.median("matmul_bf16")
+    mfu_default = flops / (2 * mm**3) * it.ratio("matmul_bf16", "ours_default")
+    return {
+        **run.common,
+        "train_flops_per_step": flops,
+        "torchvision_flops_per_step": run.flops_tv,
+        "matmul_size": mm,
+        "peak_flops_per_s_bf16": peak16,
+        "peak_flops_per_s_fp32": 2 * mm**3 / it.median("matmul_fp32"),
+        "achieved_flops_per_s_default": flops / it.median("ours_default"),
+        "achieved_flops_per_s_fp32": flops / it.median("ours_fp32"),
+        "mfu_default_bf16": mfu_default,
+        "mfu_fp32": flops / (2 * mm**3) * it.ratio("matmul_fp32", "ours_fp32"),
+        # CPU: where the bf16 step's time goes (torch.profiler, one step): the convolutions'
+        # share, and their own FLOP/s over the bf16 peak (FLOPs are all in convolutions here)
+        "conv_share_of_step_default": run.conv_share,
+        "conv_mfu_bf16": flops / run.conv_s / peak16 if run.conv_s else None,  # None: no conv op seen
+        "ratio": mfu_default,
     }
 
 
@@ -291,8 +325,8 @@ def assign_loss_case(s: BenchSettings, device: torch.device) -> dict[str, dict]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             entry["ours_first_call_s"] = time.perf_counter() - start
-            # the path that ran (after the call: False if compiling failed and focal.py fell back)
-            entry["ours_cls_loss_compiled"] = use_compiled(cls, ours.criterion.compile_cls_loss)
+            # the path that ran (after the call: False if compiling failed and fast_focal fell back)
+            entry["ours_cls_loss_compiled"] = use_compiled(cls, None)
         it = Interleaved({"torchvision": run_tv, "ours": run_ours}, rounds=s.small_rounds, warmup=1, device=device)
         ratio = it.ratio("torchvision", "ours")
         ratios.append(ratio)

@@ -35,8 +35,8 @@ import torch
 from .settings import BenchSettings
 
 LINEAR_TOLERANCE = 0.05
-#: Run-to-run noise of a CPU peak-RSS point (MiB): measured 345 / 391 / 375 MiB for 10 / 100 / 1000
-#: boxes of the same step (docs/benchmarks.md), i.e. not monotonic in boxes.
+#: Run-to-run noise of a CPU peak-RSS point (MiB): points of the same step with more boxes are not
+#: monotonic in the box count (the measured points: docs/benchmarks.md).
 RSS_NOISE_MIB = 32.0
 
 

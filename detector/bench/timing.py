@@ -93,7 +93,3 @@ class Interleaved:
             for name in self.names
         }
 
-
-def geometric_mean(values) -> float:
-    values = list(values)
-    return float(torch.tensor(values, dtype=torch.float64).log().mean().exp())

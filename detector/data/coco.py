@@ -20,7 +20,6 @@ Images without boxes are kept unless `drop_empty=True`.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import posixpath
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from detector.io import JSONReadError, read_json
 from detector.data.annotations import AnnotationTable, coco_from_dict
 from detector.data.dataset import DetectionDataset, Transform, draw_subset, drop_empty_images
 from detector.data.errors import DatasetError, IssueCounter
@@ -39,18 +39,12 @@ from detector.data.images import read_image_size
 
 def load_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a missing or malformed file raises `DatasetError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(path, "annotation file not found")
     try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(path, f"malformed JSON ({err})") from None
-    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
-        raise DatasetError(path, f"malformed JSON ({str(err).split(';')[0]})") from None
-    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
-        raise DatasetError(path, "malformed JSON (nested too deeply)") from None
+        return read_json(path)
+    except JSONReadError as err:
+        problem = "annotation file not found" if err.missing else (
+            f"malformed JSON ({err.problem})" if err.invalid else f"cannot read annotation file ({err.problem})")
+        raise DatasetError(Path(path), problem) from None
 
 
 def check_relative_path(name: str, source: str | os.PathLike, what: str = "file_name") -> str:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from detector.data.dataset import DetectionDataset
 from detector.data.errors import DatasetError
 from detector.data.images import load_rgb_image, read_image_size
+from detector.io import write_atomic
 
 CACHE_NAME = ".detector_scan.json"
 CACHE_VERSION = 1
@@ -114,13 +115,10 @@ def _read_cache(path: Path) -> dict:
 
 
 def _write_cache(path: Path, files: dict) -> bool:
-    """Write the cache atomically (temporary file, then rename); False where the folder is read-only."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Write the cache atomically (detector.io); False where the folder is read-only."""
     try:
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}, separators=(",", ":")))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"version": CACHE_VERSION, "files": files}, separators=(",", ":")))
     except OSError:
-        tmp.unlink(missing_ok=True)
         return False
     return True
 

@@ -33,12 +33,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from detector.io import write_atomic
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 CLASS_FREQUENCIES: tuple[float, ...] = (0.40, 0.25, 0.15, 0.12, 0.08)
@@ -46,37 +48,27 @@ DISTRACTOR_KINDS: tuple[str, ...] = ("hexagon", "ellipse", "half_disc", "arc", "
 SPLITS: tuple[str, ...] = ("train", "val")
 
 
+def _knob(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """The difficulty knobs.
+    """The difficulty knobs: the one table of the generator's settings (each field's "help" is
+    what scripts/make_synthetic.py shows; `make_synthetic` takes them as keywords)."""
 
-    Attributes:
-        image_size: side of the square images, pixels.
-        mean_objects: mean of the Poisson number of objects of a non-empty image.
-        max_objects: cap on the number of objects (fewer when they do not fit).
-        min_object_size, max_object_size: side of an object's square, drawn log-uniformly.
-        num_distractors: mean of the Poisson number of distractors (hard negatives).
-        num_lines: mean number of random clutter lines (a tenth as many again cross the objects).
-        num_blobs: mean number of low-contrast background blobs.
-        noise_std: standard deviation of the additive pixel noise (0..255 scale).
-        empty_fraction: probability that an image has no object at all.
-        min_contrast: least sum of absolute RGB differences between an object and the
-            background gradient under it.
-        jpeg_quality: JPEG quality of the written images.
-    """
-
-    image_size: int = 256
-    mean_objects: float = 8.0
-    max_objects: int = 20
-    min_object_size: int = 8
-    max_object_size: int = 48
-    num_distractors: float = 8.0
-    num_lines: float = 10.0
-    num_blobs: float = 6.0
-    noise_std: float = 8.0
-    empty_fraction: float = 0.05
-    min_contrast: int = 120
-    jpeg_quality: int = 90
+    image_size: int = _knob(256, "side of the square images, px")
+    mean_objects: float = _knob(8.0, "mean of the Poisson number of objects of a non-empty image")
+    max_objects: int = _knob(20, "most objects per image (fewer when they do not fit)")
+    min_object_size: int = _knob(8, "smallest side of an object's square, px (drawn log-uniformly)")
+    max_object_size: int = _knob(48, "largest side of an object's square, px")
+    num_distractors: float = _knob(8.0, "mean of the Poisson number of distractors (hard negatives) per image")
+    num_lines: float = _knob(10.0, "mean clutter lines per image (a tenth as many again cross the objects)")
+    num_blobs: float = _knob(6.0, "mean low-contrast background blobs per image")
+    noise_std: float = _knob(8.0, "standard deviation of the additive pixel noise (0-255)")
+    empty_fraction: float = _knob(0.05, "probability that an image has no object at all")
+    min_contrast: int = _knob(120, "least sum of absolute RGB differences between an object and the background")
+    jpeg_quality: int = _knob(90, "JPEG quality of the written images")
 
     def __post_init__(self) -> None:
         if not 4 <= self.min_object_size <= self.max_object_size < self.image_size:
@@ -364,44 +356,26 @@ def write_split(
             {"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(SYNTHETIC_CLASSES)
         ],
     }
-    tmp = out / f"{split}.json.tmp"
-    tmp.write_text(json.dumps(data))
-    tmp.replace(out / f"{split}.json")  # the JSON appears only once every image is written
+    write_atomic(out / f"{split}.json", json.dumps(data))  # the JSON appears only once every image is written
     return {"images": num_images, "boxes": len(annotations), "seconds": seconds}
 
 
 def make_synthetic(
-    out: str | os.PathLike,
-    *,
-    num_train: int = 2000,
-    num_val: int = 300,
-    seed: int = 0,
-    progress: bool = False,
-    image_size: int = 256,
-    mean_objects: float = 8.0,
-    max_objects: int = 20,
-    min_object_size: int = 8,
-    max_object_size: int = 48,
-    num_distractors: float = 8.0,
-    num_lines: float = 10.0,
-    num_blobs: float = 6.0,
-    noise_std: float = 8.0,
-    empty_fraction: float = 0.05,
-    min_contrast: int = 120,
-    jpeg_quality: int = 90,
+    out: str | os.PathLike, *, num_train: int = 2000, num_val: int = 300, seed: int = 0, progress: bool = False,
+    **knobs: Any,
 ) -> dict[str, Any]:
     """Write the train and val splits (see the module doc) and report the speed.
+
+    Args:
+        knobs: fields of `SyntheticSpec` (its defaults for the others).
 
     Returns:
         {"train": stats, "val": stats, "images_per_second": float} with stats from `write_split`.
     """
-    spec = SyntheticSpec(
-        image_size=image_size, mean_objects=mean_objects, max_objects=max_objects,
-        min_object_size=min_object_size, max_object_size=max_object_size,
-        num_distractors=num_distractors, num_lines=num_lines, num_blobs=num_blobs,
-        noise_std=noise_std, empty_fraction=empty_fraction, min_contrast=min_contrast,
-        jpeg_quality=jpeg_quality,
-    )  # fmt: skip
+    unknown = sorted(set(knobs) - {f.name for f in fields(SyntheticSpec)})
+    if unknown:
+        raise TypeError(f"make_synthetic() got unknown settings: {', '.join(unknown)}")
+    spec = SyntheticSpec(**knobs)
     stats: dict[str, Any] = {}
     for split, n in (("train", num_train), ("val", num_val)):
         stats[split] = write_split(out, split, n, spec=spec, seed=seed, progress=progress)

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from .coco import EvaluationError, _ids_array, _to_numpy, detections_to_coco_results, evaluate_coco
+from .coco import EvaluationError, detections_to_coco_results, evaluate_coco
+from .results import ids_array, to_numpy
 
 
 class CocoDetectionAccumulator:
@@ -55,15 +56,15 @@ class CocoDetectionAccumulator:
 
         An image id already seen is skipped (see the module docstring).
         """
-        ids = _ids_array(image_ids).tolist()
+        ids = ids_array(image_ids).tolist()
         if len(ids) != len(detections):
             raise EvaluationError(f"{len(detections)} detection dicts but {len(ids)} image ids")
         for image_id, det in zip(ids, detections):
             if image_id in self._detections:
                 continue
-            boxes = _to_numpy(det["boxes"]).astype(np.float32).reshape(-1, 4)  # (D, 4)
-            scores = _to_numpy(det["scores"]).astype(np.float32).reshape(-1)  # (D,)
-            labels = _to_numpy(det["labels"]).astype(np.int64).reshape(-1)  # (D,)
+            boxes = to_numpy(det["boxes"]).astype(np.float32).reshape(-1, 4)  # (D, 4)
+            scores = to_numpy(det["scores"]).astype(np.float32).reshape(-1)  # (D,)
+            labels = to_numpy(det["labels"]).astype(np.int64).reshape(-1)  # (D,)
             self._detections[image_id] = (boxes, scores, labels)
 
     def state(self) -> dict[str, Any]:

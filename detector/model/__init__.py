@@ -2,14 +2,16 @@
 
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
-from .config import RetinaNetConfig
-from .losses import ImbalanceStats, NonFiniteLossError, RetinaNetLoss, sigmoid_focal_loss
-from .matcher import BACKGROUND, IGNORE, Matcher
-from .postprocess import PostProcessor
+from .config import IMPLEMENTATIONS, RetinaNetConfig
+from .losses import (ImbalanceStats, NonFiniteLossError, RetinaNetLoss, classification_loss_per_anchor,
+                     easy_loss_per_anchor, sigmoid_focal_loss)
+from .matcher import BACKGROUND, IGNORE, Matcher, match_anchors
+from .postprocess import PostProcessor, detect_reference
 from .retinanet import HeadOutputs, RetinaNet, build_retinanet, rescale_boxes
 
 __all__ = [
-    "AnchorGenerator", "BACKGROUND", "BoxCoder", "HeadOutputs", "IGNORE", "ImbalanceStats", "Matcher",
-    "NonFiniteLossError", "PostProcessor", "RetinaNet", "RetinaNetConfig", "RetinaNetLoss", "build_retinanet",
+    "AnchorGenerator", "BACKGROUND", "BoxCoder", "HeadOutputs", "IGNORE", "IMPLEMENTATIONS", "ImbalanceStats",
+    "Matcher", "NonFiniteLossError", "PostProcessor", "RetinaNet", "RetinaNetConfig", "RetinaNetLoss",
+    "build_retinanet", "classification_loss_per_anchor", "detect_reference", "easy_loss_per_anchor", "match_anchors",
     "rescale_boxes", "sigmoid_focal_loss",
 ]

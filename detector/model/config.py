@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+#: Values of `RetinaNetConfig.implementation`.
+IMPLEMENTATIONS = ("fast", "reference")
+#: Keys that older configs and checkpoints hold, with the one value they could take (dropped on load).
+_REMOVED_KEYS = {"box_weights": [1.0, 1.0, 1.0, 1.0], "box_loss_weight": 1.0, "compile_cls_loss": None}
+
 
 @dataclass
 class RetinaNetConfig:
@@ -44,10 +49,7 @@ class RetinaNetConfig:
     ohem_neg_pos_ratio: float = 3.0
     box_loss: str = "smooth_l1"  # smooth_l1 | l1 | giou
     smooth_l1_beta: float = 0.1
-    box_loss_weight: float = 1.0
     normalizer_momentum: float | None = None  # None: this batch's positives; 0.9: EMA
-    box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    compile_cls_loss: bool | None = None  # None: torch.compile'd on CPU for large blocks (model/focal.py)
     # Sampling-Free's "guided loss scaling" (Chen et al. 2019): loss_cls rescaled to loss_box's value.
     guided_loss_scaling: bool = False
 
@@ -65,14 +67,24 @@ class RetinaNetConfig:
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     size_divisible: int = 128
 
+    # The three hot spots (classification loss, matcher, post-processing): "reference" runs the
+    # rule as written in losses.py, matcher.py and postprocess.py; "fast" the equal, faster
+    # versions in fast_focal.py, fast_matcher.py and fast_postprocess.py.
+    implementation: str = "fast"  # fast | reference
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RetinaNetConfig":
+        data = {k: v for k, v in data.items() if not (k in _REMOVED_KEYS and _same(v, _REMOVED_KEYS[k]))}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown RetinaNetConfig keys: {', '.join(unknown)}")
         tuples = {f.name for f in fields(cls) if "tuple" in str(f.type)}
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
+
+
+def _same(value, removed) -> bool:
+    return list(value) == removed if isinstance(value, (list, tuple)) else value == removed

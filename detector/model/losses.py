@@ -13,16 +13,21 @@ nothing. The summed loss is divided by the number of positive anchors in the who
 least 1), all-reduced across processes when training is distributed, or by an exponential moving
 average of that number (detectron2's option).
 
+The rule: `sigmoid_focal_loss` is that formula (torchvision's), and `classification_loss_per_anchor`
+sums it over the classes of each anchor. `fast_focal.focal_loss_per_anchor` computes the same in
+fewer passes over memory; `RetinaNetLoss(implementation=...)` chooses (see config.py).
+
 OHEM (the paper's baseline): plain CE, but per image only the positives and the 3x as many
 negatives with the highest loss count.
 
-`RetinaNetLoss.forward` returns its parts by name ("loss_cls", "loss_box", "loss") and, detached,
-the statistics that explain the foreground/background imbalance (see `ImbalanceStats`).
+`RetinaNetLoss.forward` returns its parts by name ("loss_cls", "loss_box", "loss") and the
+statistics that explain the foreground/background imbalance (`ImbalanceStats`), computed only when
+read: they need host synchronisations that a step nobody logs should not pay for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +35,9 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
 from .box_coder import BoxCoder
-from .focal import focal_loss_per_anchor
-from .matcher import BACKGROUND, IGNORE
+from .config import IMPLEMENTATIONS
+from .fast_focal import focal_loss_per_anchor
+from .matcher import IGNORE
 
 CLS_LOSSES = ("focal", "ce", "ohem")
 BOX_LOSSES = ("smooth_l1", "l1", "giou")
@@ -61,23 +67,82 @@ def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float | None = 0.
     return ce
 
 
-@dataclass
+def classification_loss_per_anchor(logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None = 0.25,
+                                   gamma: float = 2.0) -> Tensor:
+    """The classification loss of each anchor: `sigmoid_focal_loss` against one-hot targets, summed over classes.
+
+    Args:
+        logits: (N, R, K), any float dtype (computed in float32).
+        labels: (N, R) int64: the class 0..K-1 of a positive anchor; any other value (K) is "no class".
+        valid: (N, R) bool: False for ignored anchors, whose loss is 0.
+
+    Returns: (N, R) float32.
+    """
+    targets = _one_hot(labels, logits.shape[-1])  # (N, R, K)
+    loss = sigmoid_focal_loss(logits.float(), targets, alpha, gamma).sum(dim=2)  # (N, R)
+    return torch.where(valid, loss, torch.zeros_like(loss))
+
+
+def easy_loss_per_anchor(logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None = 0.25,
+                         gamma: float = 2.0) -> Tensor:
+    """The part of `classification_loss_per_anchor` from easy negative classes: target 0 and
+    logit < 0 (p_t > 0.5). Arguments as there; returns (N, R) float32, without gradient."""
+    with torch.no_grad():
+        targets = _one_hot(labels, logits.shape[-1])  # (N, R, K)
+        elem = sigmoid_focal_loss(logits.float(), targets, alpha, gamma)  # (N, R, K)
+        easy = elem.masked_fill_((targets == 1) | (logits >= 0), 0.0).sum(dim=2)  # (N, R)
+        return torch.where(valid, easy, torch.zeros_like(easy))
+
+
+def _one_hot(labels: Tensor, k: int) -> Tensor:
+    """(N, R) labels -> (N, R, K) float32 targets; a label outside 0..K-1 is "no class" (all 0)."""
+    return (labels[..., None] == torch.arange(k, device=labels.device)).float()
+
+
 class ImbalanceStats:
-    """Detached statistics of one batch; counts are per image (mean over the batch).
+    """Statistics of one batch's classification loss; counts are per image (mean over the batch).
 
     - positives / negatives / ignored: anchors of each kind per image.
     - neg_loss_share: share of the classification loss that comes from negative anchors.
-    - easy_neg_loss_share: share that comes from easy negatives, p_t > 0.5 (i.e. p < 0.5).
+    - easy_neg_loss_share: share that comes from easy negatives' classes, p_t > 0.5 (i.e. p < 0.5).
+
+    Holds the detached tensors and computes the numbers when first read (each is a host sync).
     """
 
-    positives: float
-    negatives: float
-    ignored: float
-    neg_loss_share: float
-    easy_neg_loss_share: float
+    NAMES = ("positives", "negatives", "ignored", "neg_loss_share", "easy_neg_loss_share")
+
+    def __init__(self, cls_logits: Tensor, anchor_loss: Tensor, positive: Tensor, valid: Tensor, counted: Tensor,
+                 alpha: float | None, gamma: float) -> None:
+        """cls_logits (N, R, K); anchor_loss (N, R), the loss each anchor adds; positive, valid (N, R);
+        counted (N, R) bool: the anchors whose loss counts (OHEM drops some negatives); alpha, gamma
+        as the loss's."""
+        self._logits, self._anchor_loss = cls_logits.detach(), anchor_loss.detach()
+        self._positive, self._valid, self._counted = positive, valid, counted
+        self._alpha, self._gamma = alpha, gamma
+
+    @cached_property
+    def _values(self) -> dict[str, float]:
+        n = self._positive.shape[0]
+        negative = self._valid & ~self._positive  # (N, R)
+        total = self._anchor_loss.sum().clamp(min=1e-12)
+        no_class = torch.full_like(self._positive, -1, dtype=torch.int64)  # a negative's classes all have target 0
+        easy = easy_loss_per_anchor(self._logits, no_class, negative & self._counted, self._alpha, self._gamma)
+        return {
+            "positives": float(self._positive.sum()) / n,
+            "negatives": float(negative.sum()) / n,
+            "ignored": float((~self._valid).sum()) / n,
+            "neg_loss_share": float((self._anchor_loss * negative).sum() / total),
+            "easy_neg_loss_share": float(easy.sum() / total),
+        }
+
+    positives = property(lambda self: self._values["positives"])
+    negatives = property(lambda self: self._values["negatives"])
+    ignored = property(lambda self: self._values["ignored"])
+    neg_loss_share = property(lambda self: self._values["neg_loss_share"])
+    easy_neg_loss_share = property(lambda self: self._values["easy_neg_loss_share"])
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {prefix + k: v for k, v in self.__dict__.items()}
+        return {prefix + k: v for k, v in self._values.items()}
 
 
 class RetinaNetLoss(nn.Module):
@@ -92,19 +157,17 @@ class RetinaNetLoss(nn.Module):
         ohem_neg_pos_ratio: negatives kept per positive with OHEM.
         box_loss: "smooth_l1" (beta), "l1" or "giou" (on decoded boxes).
         smooth_l1_beta: transition point of smooth L1 (0 is L1).
-        box_loss_weight: weight of the box loss in the total.
         normalizer_momentum: None divides by the batch's positives; m in (0, 1) divides by an EMA
             norm <- m * norm + (1 - m) * positives (detectron2 uses 0.9).
         box_coder: the coder that turns matched boxes into regression targets.
-        compile_cls_loss: True/False: the classification loss torch.compile'd or eager; None: focal.py's
-            rule (compiled on CPU for large blocks).
+        implementation: "reference" computes the classification loss with
+            `classification_loss_per_anchor`, "fast" with `fast_focal.focal_loss_per_anchor` (equal).
     """
 
     def __init__(
         self, num_classes: int, *, cls_loss: str = "focal", alpha: float | None = 0.25, gamma: float = 2.0,
         ohem_neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", smooth_l1_beta: float = 0.1,
-        box_loss_weight: float = 1.0, normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None,
-        compile_cls_loss: bool | None = None,
+        normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None, implementation: str = "fast",
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -117,6 +180,8 @@ class RetinaNetLoss(nn.Module):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if normalizer_momentum is not None and not 0.0 < normalizer_momentum < 1.0:
             raise ValueError(f"normalizer_momentum must be in (0, 1) or None, got {normalizer_momentum}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         self.num_classes = num_classes
         self.cls_loss = cls_loss
         self.alpha = alpha
@@ -124,10 +189,9 @@ class RetinaNetLoss(nn.Module):
         self.ohem_neg_pos_ratio = ohem_neg_pos_ratio
         self.box_loss = box_loss
         self.smooth_l1_beta = smooth_l1_beta
-        self.box_loss_weight = box_loss_weight
         self.normalizer_momentum = normalizer_momentum
         self.box_coder = box_coder or BoxCoder()
-        self.compile_cls_loss = compile_cls_loss
+        self.implementation = implementation
         self.register_buffer("ema_positives", torch.tensor(100.0), persistent=True)
 
     def _normalizer(self, num_pos: Tensor) -> Tensor:
@@ -169,12 +233,12 @@ class RetinaNetLoss(nn.Module):
         safe = matches.clamp(min=0)  # (N, R) index into the M boxes
         labels = torch.gather(gt_labels, 1, safe)  # (N, R)
         labels = torch.where(positive, labels, torch.full_like(labels, k))  # K means "no class"
-        # sigmoid_focal_loss against one-hot targets, summed over classes (focal.py: fused)
-        anchor_loss, anchor_easy = focal_loss_per_anchor(cls_logits, labels, valid, self.alpha, self.gamma,
-                                                       compiled=self.compile_cls_loss)  # (N, R)
+        per_anchor = classification_loss_per_anchor if self.implementation == "reference" else focal_loss_per_anchor
+        anchor_loss = per_anchor(cls_logits, labels, valid, self.alpha, self.gamma)  # (N, R)
+        counted = torch.ones_like(positive)  # (N, R)
         if self.cls_loss == "ohem":
-            keep = self._ohem_keep(anchor_loss.detach(), positive, valid)
-            anchor_loss, anchor_easy = anchor_loss * keep, anchor_easy * keep
+            counted = self._ohem_keep(anchor_loss.detach(), positive, valid)
+            anchor_loss = anchor_loss * counted
 
         num_pos = positive.sum()
         norm = self._normalizer(num_pos)
@@ -202,8 +266,8 @@ class RetinaNetLoss(nn.Module):
                 if name == "loss_box" and not torch.isfinite(box_deltas).all():
                     detail = "the head's box deltas are not finite"
                 raise NonFiniteLossError(name, detail)
-        parts["loss"] = loss_cls + self.box_loss_weight * loss_box
-        return parts, self._stats(anchor_loss.detach(), anchor_easy, positive, valid, n)
+        parts["loss"] = loss_cls + loss_box
+        return parts, ImbalanceStats(cls_logits, anchor_loss, positive, valid, counted, self.alpha, self.gamma)
 
     def _ohem_keep(self, anchor_loss: Tensor, positive: Tensor, valid: Tensor) -> Tensor:
         """(N, R) bool: positives plus, per image, the ratio x #positives (at least 1) hardest negatives."""
@@ -213,17 +277,3 @@ class RetinaNetLoss(nn.Module):
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
         quota = (positive.sum(1, keepdim=True) * self.ohem_neg_pos_ratio).clamp(min=1)  # (N, 1)
         return positive | (negative & (rank < quota))
-
-    @staticmethod
-    def _stats(anchor_loss: Tensor, anchor_easy: Tensor, positive: Tensor, valid: Tensor, n: int) -> ImbalanceStats:
-        """anchor_loss (N, R): classification loss per anchor; anchor_easy (N, R): its part from
-        classes with target 0 and logit < 0 (p < 0.5, i.e. p_t > 0.5)."""
-        negative = valid & ~positive
-        total = anchor_loss.sum().clamp(min=1e-12)
-        return ImbalanceStats(
-            positives=float(positive.sum()) / n,
-            negatives=float(negative.sum()) / n,
-            ignored=float((~valid).sum()) / n,
-            neg_loss_share=float((anchor_loss * negative).sum() / total),
-            easy_neg_loss_share=float((anchor_easy * negative).sum() / total),
-        )

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .anchors import AnchorGenerator
 from .backbone import ResNetFPN
 from .box_coder import BoxCoder
-from .config import RetinaNetConfig
+from .config import IMPLEMENTATIONS, RetinaNetConfig
 from .head import RetinaNetHead
 from .losses import ImbalanceStats, RetinaNetLoss
 from .matcher import Matcher
@@ -96,7 +96,7 @@ class RetinaNet(nn.Module):
             outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels
         )
         if self.config.guided_loss_scaling:
-            parts = guided_loss_scaling(parts, self.criterion.box_loss_weight)
+            parts = guided_loss_scaling(parts)
         return parts, stats
 
     def detect(self, outputs: HeadOutputs, image_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -168,7 +168,7 @@ class RetinaNet(nn.Module):
         return detections
 
 
-def guided_loss_scaling(parts: dict[str, Tensor], box_loss_weight: float = 1.0) -> dict[str, Tensor]:
+def guided_loss_scaling(parts: dict[str, Tensor]) -> dict[str, Tensor]:
     """Sampling-Free's guided loss scaling (Chen et al. 2019, arXiv 1909.04868).
 
     The classification loss is multiplied by w = loss_box / loss_cls, taken without gradient, so
@@ -178,7 +178,7 @@ def guided_loss_scaling(parts: dict[str, Tensor], box_loss_weight: float = 1.0) 
     loss_cls, loss_box = parts["loss_cls"], parts["loss_box"]
     scale = (loss_box / loss_cls.clamp_min(torch.finfo(loss_cls.dtype).tiny)).detach()
     scaled = loss_cls * scale
-    return {**parts, "loss_cls": scaled, "loss": scaled + box_loss_weight * loss_box}
+    return {**parts, "loss_cls": scaled, "loss": scaled + loss_box}
 
 
 def rescale_boxes(boxes: Tensor, from_size, to_size) -> Tensor:
@@ -195,7 +195,9 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
         config = RetinaNetConfig.from_dict({**config.__dict__, **overrides})
     if not config.num_classes or config.num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {config.num_classes}")
-    box_coder = BoxCoder(tuple(config.box_weights))
+    if config.implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {config.implementation!r}")
+    box_coder = BoxCoder()
     anchor_generator = AnchorGenerator(
         config.anchor_sizes, config.anchor_scales, config.anchor_ratios, config.torchvision_anchors
     )
@@ -210,14 +212,15 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
     loss = RetinaNetLoss(
         config.num_classes, cls_loss=config.cls_loss, alpha=config.alpha, gamma=config.gamma,
         ohem_neg_pos_ratio=config.ohem_neg_pos_ratio, box_loss=config.box_loss,
-        smooth_l1_beta=config.smooth_l1_beta, box_loss_weight=config.box_loss_weight,
-        normalizer_momentum=config.normalizer_momentum, box_coder=box_coder, compile_cls_loss=config.compile_cls_loss,
+        smooth_l1_beta=config.smooth_l1_beta, normalizer_momentum=config.normalizer_momentum, box_coder=box_coder,
+        implementation=config.implementation,
     )
     postprocessor = PostProcessor(
         score_thresh=config.score_thresh, topk_candidates=config.topk_candidates, nms_thresh=config.nms_thresh,
-        detections_per_img=config.detections_per_img, box_coder=box_coder,
+        detections_per_img=config.detections_per_img, box_coder=box_coder, implementation=config.implementation,
     )
-    matcher = Matcher(config.fg_iou, config.bg_iou, config.allow_low_quality_matches)
+    matcher = Matcher(config.fg_iou, config.bg_iou, config.allow_low_quality_matches,
+                      implementation=config.implementation)
     return RetinaNet(
         config=config, backbone=backbone, head=head, anchor_generator=anchor_generator, matcher=matcher,
         loss=loss, postprocessor=postprocessor,

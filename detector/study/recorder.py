@@ -121,6 +121,7 @@ class StudyRecorder(L.Callback):
         write_csv(self.out_dir / "val.csv", self.val_rows, ["step", *COCO_METRIC_NAMES])
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.imbalance_every_step = True  # train.csv records every step's statistics
         # Lightning restores a checkpoint's callback state before this hook
         self._started = time.perf_counter()
         if not self._restored:

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from pycocotools.coco import COCO
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from detector.data.coco import COCODetection, load_json, parse_categories
 from detector.data.collate import DetectionCollator
@@ -40,32 +38,10 @@ from detector.data.scan import ON_BAD_IMAGE, ScanReport, apply_scan, scan_datase
 from detector.data.synthetic import SYNTHETIC_CLASSES, make_synthetic, synthetic_exists
 from detector.data.transforms import DetectionTransform, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection
-from detector.training.reliability import resumable_train_loader
+from detector.io import write_atomic
+from detector.training.reliability import leaf_datasets, resumable_train_loader
 
 DATASETS = ("synthetic", "coco", "voc")
-
-
-def _leaf_datasets(dataset: Dataset) -> list[Dataset]:
-    if isinstance(dataset, ConcatDataset):
-        return [leaf for part in dataset.datasets for leaf in _leaf_datasets(part)]
-    return [dataset]
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: give each worker its own augmentation stream.
-
-    Forked workers inherit the parent's albumentations state, so without this every worker would
-    draw the same flips and scales. Torch's per-worker seed differs per worker and per epoch,
-    and follows `seed_everything`, so runs stay reproducible.
-    """
-    info = get_worker_info()
-    seed = info.seed % 2**32
-    for dataset in _leaf_datasets(info.dataset):
-        transforms = getattr(dataset, "transforms", None)
-        if isinstance(transforms, DetectionTransform):
-            transforms.set_random_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class DetectionDataModule(LightningDataModule):
@@ -215,7 +191,7 @@ class DetectionDataModule(LightningDataModule):
     # ------------------------------------------------------------------ bad images
     def _scanned(self, dataset: Dataset, split: str) -> Dataset:
         """`dataset` after the scan of its images (see the module doc); reports the skipped ones."""
-        leaves = _leaf_datasets(dataset)
+        leaves = leaf_datasets(dataset)
         reports = [scan_dataset(leaf, split=split) for leaf in leaves]
         for leaf, report in zip(leaves, reports):
             apply_scan(leaf, report, self.hparams.on_bad_image)
@@ -253,11 +229,7 @@ class DetectionDataModule(LightningDataModule):
             "scan": {split: [r.to_dict() for r in reports] for split, reports in self.scan_reports.items()},
             "skipped_during_run": [{"file": f, "times": n} for f, n in sorted(self.skipped_during_run.items())],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(report, indent=1))
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Count the images that became unreadable during the run (see the module doc)."""
@@ -337,7 +309,6 @@ class DetectionDataModule(LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),  # pinning needs a GPU
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=DetectionCollator(self.size_divisible),
-            worker_init_fn=seed_worker if train and self.num_workers > 0 else None,
         )
         if train:  # epoch orders and augmentation by position: resumes mid-epoch exactly, any world size
             return resumable_train_loader(dataset, seed=getattr(self, "train_seed", self.hparams.seed), **common)
@@ -373,7 +344,7 @@ class DetectionDataModule(LightningDataModule):
 
 
 def _label_space_of(dataset: Dataset) -> tuple[list[str], list[int]]:
-    first = _leaf_datasets(dataset)[0]
+    first = leaf_datasets(dataset)[0]
     return list(first.class_names), list(first.label_to_category_id)
 
 

@@ -6,7 +6,8 @@ Batches follow detector.data's collate contract: "images" uint8 (N, 3, H, W) pad
 
 Logged (namespaced, TensorBoard): train/loss, train/loss_cls, train/loss_box, train/lr, the
 imbalance statistics train/imbalance/{positives,negatives,ignored,neg_loss_share,
-easy_neg_loss_share} every step, and val/AP ... val/ARl after each validation.
+easy_neg_loss_share} on the steps the logger writes (every step with imbalance_every_step, which a
+callback that reads every step's metrics sets), and val/AP ... val/ARl after each validation.
 """
 
 from __future__ import annotations
@@ -45,13 +46,15 @@ class RetinaNetModule(L.LightningModule):
             as fast (see docs/benchmarks.md); the numbers do not change.
         on_non_finite: "stop" ends training with a message naming the step and the loss part;
             "skip" drops that batch and goes on.
+        imbalance_every_step: compute and log the imbalance statistics on every step, not only on
+            the steps the logger writes (they cost host synchronisations).
     """
 
     def __init__(
         self, detector: RetinaNetConfig, *, optimizer: str = "sgd", lr: float = 0.01, lr_reference_batch: int = 16,
         momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
-        channels_last: bool = True,
+        channels_last: bool = True, imbalance_every_step: bool = False,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -70,12 +73,13 @@ class RetinaNetModule(L.LightningModule):
         self.lr_decay = lr_decay
         self.on_non_finite = on_non_finite
         self.channels_last = channels_last
+        self.imbalance_every_step = imbalance_every_step
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                    "warmup_factor": warmup_factor, "milestones": list(self.milestones),
                                    "lr_decay": lr_decay, "on_non_finite": on_non_finite,
-                                   "channels_last": channels_last})
+                                   "channels_last": channels_last, "imbalance_every_step": imbalance_every_step})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
@@ -114,9 +118,15 @@ class RetinaNetModule(L.LightningModule):
         n = len(batch["images"])
         self.log_dict({f"train/{k}": parts[k].detach() for k in ("loss_cls", "loss_box")}, batch_size=n)
         self.log("train/loss", parts["loss"].detach(), batch_size=n, prog_bar=True)
-        self.log_dict(stats.as_dict("train/imbalance/"), batch_size=n)
+        if self.imbalance_every_step or self._logger_writes_this_step():
+            self.log_dict(stats.as_dict("train/imbalance/"), batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         return parts["loss"]
+
+    def _logger_writes_this_step(self) -> bool:
+        """Whether Lightning writes this step's logged values (every log_every_n_steps steps)."""
+        connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
+        return True if connector is None else bool(connector.should_update_logs)
 
     def _agree_on_non_finite(self, failed: NonFiniteLossError | None) -> NonFiniteLossError | None:
         """With several processes, a non-finite part on any of them is one on all (max all-reduce).

@@ -34,29 +34,23 @@ Exact resume mid-epoch
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
+from ..io import atomic_path
+
 __all__ = [
     "AtomicCheckpointIO", "check_training_checkpoint", "EpochSampler", "ResumableDataLoader", "SampleSeededDataset",
-    "sample_seed",
-    "use_atomic_checkpoint_io", "resumable_train_loader", "StepRecorder", "RSSMonitor", "rss_bytes", "child_pids",
+    "leaf_datasets", "resumable_train_loader", "sample_seed", "use_atomic_checkpoint_io",
 ]
-
-_TMP_SUFFIX = ".tmp"
 
 
 # ---------------------------------------------------------------------------------- checkpoints
@@ -72,52 +66,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete ``.<name>.<pid>.tmp`` files of `path` whose writer process no longer runs."""
-    for tmp in path.parent.glob(f".{path.name}.*{_TMP_SUFFIX}"):
-        pid = tmp.name[len(path.name) + 2:-len(_TMP_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        with atomic_path(path, durable=True) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def check_training_checkpoint(path) -> dict:
@@ -177,9 +127,10 @@ class EpochSampler(DistributedSampler):
             yield indices[k], sample_seed(self.seed, self.epoch, position)
 
 
-def _leaves(dataset: Dataset) -> list[Dataset]:
+def leaf_datasets(dataset: Dataset) -> list[Dataset]:
+    """The datasets a (possibly nested) ConcatDataset is made of, in order; [dataset] for any other."""
     if isinstance(dataset, ConcatDataset):
-        return [leaf for part in dataset.datasets for leaf in _leaves(part)]
+        return [leaf for part in dataset.datasets for leaf in leaf_datasets(part)]
     return [dataset]
 
 
@@ -194,7 +145,7 @@ class SampleSeededDataset(Dataset):
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
         self._pipelines = []
-        for leaf in _leaves(dataset):
+        for leaf in leaf_datasets(dataset):
             transforms = getattr(leaf, "transforms", None)
             if hasattr(transforms, "set_random_seed") and all(transforms is not p for p in self._pipelines):
                 self._pipelines.append(transforms)
@@ -261,93 +212,3 @@ def resumable_train_loader(dataset: Dataset, *, batch_size: int, seed: int, drop
     seeded = SampleSeededDataset(dataset)
     sampler = EpochSampler(seeded, shuffle=True, seed=seed)
     return ResumableDataLoader(seeded, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)
-
-
-# ---------------------------------------------------------------------------------- records
-class StepRecorder(L.Callback):
-    """Appends one JSON line per training batch to `path` (one file per process: `path`.rank<r>).
-
-    A row holds the step, epoch, batch index, image ids, the sum of the batch's pixels (a
-    fingerprint of the augmentation) and the loss; after each validation, one row with the val/
-    metrics and the image ids that were evaluated. What the resume and DDP checks compare.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._world, self._rank = 1, 0
-
-    def setup(self, trainer, pl_module, stage) -> None:
-        self._world, self._rank = trainer.world_size, trainer.global_rank
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"].item() if isinstance(outputs, dict) and "loss" in outputs else None
-        self._write({"step": trainer.global_step, "epoch": trainer.current_epoch, "batch_idx": batch_idx,
-                     "image_ids": batch["image_ids"].tolist(), "pixels": int(batch["images"].long().sum()),
-                     "loss": loss})
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        accumulator = getattr(pl_module, "accumulator", None)
-        self._write({"validation_at": trainer.global_step, "metrics": metrics,
-                     "evaluated_image_ids": accumulator.image_ids if accumulator is not None else None})
-
-    def _write(self, row: dict) -> None:
-        path = self.path if self._world == 1 else f"{self.path}.rank{self._rank}"
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    """Resident set size of a process now (Linux /proc; elsewhere this process's peak, from getrusage)."""
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        if pid != "self":
-            return 0
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-def child_pids() -> list[int]:
-    """The direct children of this process (DataLoader workers), from /proc (Linux; else none)."""
-    pids = []
-    for task in Path("/proc/self/task").glob("*"):
-        try:
-            pids += [int(p) for p in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return sorted(set(pids))
-
-
-class RSSMonitor(L.Callback):
-    """Writes `step,rss_mb,workers_mb,seconds` to the CSV `path` every `every` training steps and at step 0.
-
-    rss_mb is the training process (rank 0); workers_mb the sum over its child processes
-    (DataLoader workers; shared pages count in each).
-    """
-
-    def __init__(self, path: str, every: int = 100) -> None:
-        self.path, self.every = path, every
-        self._start = 0.0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self._start = time.monotonic()
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w") as f:
-                f.write("step,rss_mb,workers_mb,seconds\n")
-            self._sample(trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.is_global_zero and trainer.global_step % self.every == 0:
-            self._sample(trainer.global_step)
-
-    def _sample(self, step: int) -> None:
-        with open(self.path, "a") as f:
-            workers = sum(rss_bytes(pid) for pid in child_pids())
-            f.write(f"{step},{rss_bytes() / 2**20:.1f},{workers / 2**20:.1f},{time.monotonic() - self._start:.1f}\n")

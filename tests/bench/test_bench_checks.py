@@ -27,6 +27,6 @@ def test_linear_fit_by_hand():
     assert abs(fit["mib_per_box"] - 0.1) < 1e-9 and abs(fit["intercept_mib"] - 100) < 1e-6 and fit["linear"]
     quadratic = linear_fit([0, 100, 200, 1000], [0.0, 100.0, 400.0, 10000.0])  # x^2 / 100
     assert not quadratic["linear"]
-    flat_noisy = [345.4, 391.2, 374.9]  # measured on the CPU: flat, with allocator noise
+    flat_noisy = [345.4, 391.2, 374.9]  # flat, with allocator noise of the size RSS points have on a CPU
     assert not linear_fit([10, 100, 1000], flat_noisy)["linear"]
     assert linear_fit([10, 100, 1000], flat_noisy, noise_mib=32)["linear"]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import torch
 
-from detector.data import SYNTHETIC_CLASSES, build_transforms
-from detector.training import datamodule as dm_module
+from detector.data import SYNTHETIC_CLASSES
 from detector.training.datamodule import DetectionDataModule
 from tests.data.fixtures import make_voc
 
@@ -68,19 +66,6 @@ def test_voc_subset_label_space_and_gt(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     assert batch["images"].shape == (2, 3, 128, 128)
     assert batch["labels"].tolist() == [[1], [0]]  # the difficult cat is not a target
-
-
-def test_seed_worker_gives_each_worker_its_own_stream(monkeypatch):
-    dataset = SimpleNamespace(transforms=build_transforms(True, [64, 96, 128, 160], 1000, seed=0))
-
-    def draws(worker_seed):
-        monkeypatch.setattr(dm_module, "get_worker_info", lambda: SimpleNamespace(seed=worker_seed, dataset=dataset))
-        dm_module.seed_worker(0)
-        image = torch.zeros(50, 50, 3, dtype=torch.uint8).numpy()
-        return [dataset.transforms(image, torch.zeros(0, 4).numpy(), torch.zeros(0).numpy())[0].shape for _ in range(8)]
-
-    assert draws(1) == draws(1)
-    assert draws(1) != draws(2)
 
 
 def test_custom_voc_format_folder_without_year(tmp_path):

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -5,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from detector.model import BACKGROUND, IGNORE, NonFiniteLossError, RetinaNetLoss, sigmoid_focal_loss
+from detector.model import BACKGROUND, IGNORE, IMPLEMENTATIONS, NonFiniteLossError, RetinaNetLoss, sigmoid_focal_loss
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def Loss(request):
+    """RetinaNetLoss with its classification loss from the rule or from the fast path: each test runs both."""
+    return functools.partial(RetinaNetLoss, implementation=request.param)
 
 
 def _logit(p):
@@ -52,12 +59,12 @@ def _setup(k=3):
     return anchors, gt_boxes, gt_labels, matches
 
 
-def test_normalised_by_positives_of_the_whole_batch_and_ignore_adds_nothing():
+def test_normalised_by_positives_of_the_whole_batch_and_ignore_adds_nothing(Loss):
     anchors, gt_boxes, gt_labels, matches = _setup()
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 4, 3, generator=g)
     deltas = torch.randn(2, 4, 4, generator=g) * 0.1
-    loss = RetinaNetLoss(3, alpha=0.25, gamma=2.0, box_loss="l1")
+    loss = Loss(3, alpha=0.25, gamma=2.0, box_loss="l1")
     parts, stats = loss(logits, deltas, anchors, matches, gt_boxes, gt_labels)
     # expected, anchor by anchor: targets one-hot for positives, zeros for background, ignored dropped
     targets = torch.zeros(2, 4, 3)
@@ -82,12 +89,12 @@ def test_normalised_by_positives_of_the_whole_batch_and_ignore_adds_nothing():
         parts["loss_cls"].item(), rel=1e-6)
 
 
-def test_empty_ground_truth_gives_zero_box_loss_and_all_background():
+def test_empty_ground_truth_gives_zero_box_loss_and_all_background(Loss):
     anchors, _, _, _ = _setup()
     logits = torch.full((1, 4, 3), -4.0, requires_grad=True)
     deltas = torch.randn(1, 4, 4, requires_grad=True)
     matches = torch.full((1, 4), BACKGROUND)
-    parts, stats = RetinaNetLoss(3)(logits, deltas, anchors, matches, torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.int64))
+    parts, stats = Loss(3)(logits, deltas, anchors, matches, torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.int64))
     assert parts["loss_box"].item() == 0.0
     # divided by max(1, 0); float64 reference, float32 roundings of the sum's terms allowed for
     expected = tv_focal(logits.detach().double(), torch.zeros(1, 4, 3, dtype=torch.float64), reduction="sum").item()
@@ -97,25 +104,25 @@ def test_empty_ground_truth_gives_zero_box_loss_and_all_background():
     assert torch.equal(deltas.grad, torch.zeros_like(deltas))
 
 
-def test_non_finite_outputs_are_reported_by_part():
+def test_non_finite_outputs_are_reported_by_part(Loss):
     anchors, gt_boxes, gt_labels, matches = _setup()
     logits = torch.zeros(2, 4, 3)
     logits[1, 2, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="loss_cls.*logits") as info:
-        RetinaNetLoss(3)(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
+        Loss(3)(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
     assert info.value.part == "loss_cls"
     deltas = torch.zeros(2, 4, 4)
     deltas[0, 0, 1] = float("inf")
     with pytest.raises(NonFiniteLossError, match="loss_box") as info:
-        RetinaNetLoss(3)(torch.zeros(2, 4, 3), deltas, anchors, matches, gt_boxes, gt_labels)
+        Loss(3)(torch.zeros(2, 4, 3), deltas, anchors, matches, gt_boxes, gt_labels)
     assert info.value.part == "loss_box"
 
 
-def test_imbalance_statistics_split_easy_and_hard_negatives():
+def test_imbalance_statistics_split_easy_and_hard_negatives(Loss):
     anchors, gt_boxes, gt_labels, matches = _setup()
     logits = torch.full((2, 4, 3), -3.0)
     logits[1, 3, 0] = 2.0  # a hard negative (p > 0.5)
-    loss = RetinaNetLoss(3, cls_loss="ce", alpha=None)
+    loss = Loss(3, cls_loss="ce", alpha=None)
     parts, stats = loss(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
     elem = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
     pos_terms = [(0, 0, 2), (1, 1, 0), (1, 2, 1)]
@@ -131,14 +138,14 @@ def test_imbalance_statistics_split_easy_and_hard_negatives():
     assert stats.easy_neg_loss_share == pytest.approx(((elem[neg].sum() - hard) / total).item(), rel=1e-5)
 
 
-def test_ohem_keeps_positives_and_three_hardest_negatives_per_positive():
+def test_ohem_keeps_positives_and_three_hardest_negatives_per_positive(Loss):
     r = 20
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(r, 1)
     matches = torch.full((1, r), BACKGROUND)
     matches[0, 0] = 0
     logits = torch.linspace(-6, 1, r).view(1, r, 1).clone()
     gt = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
-    parts, _ = RetinaNetLoss(1, cls_loss="ohem", alpha=None, ohem_neg_pos_ratio=3)(
+    parts, _ = Loss(1, cls_loss="ohem", alpha=None, ohem_neg_pos_ratio=3)(
         logits, torch.zeros(1, r, 4), anchors, matches, gt, torch.tensor([[0]]))
     targets = torch.zeros(1, r, 1)
     targets[0, 0] = 1
@@ -147,21 +154,29 @@ def test_ohem_keeps_positives_and_three_hardest_negatives_per_positive():
     assert parts["loss_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_ema_normaliser():
+def test_ema_normaliser(Loss):
     anchors, gt_boxes, gt_labels, matches = _setup()
-    loss = RetinaNetLoss(3, normalizer_momentum=0.5)
+    loss = Loss(3, normalizer_momentum=0.5)
     loss.ema_positives.fill_(7.0)
     logits = torch.zeros(2, 4, 3)
     parts, _ = loss(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
     assert loss.ema_positives.item() == pytest.approx(0.5 * 7 + 0.5 * 3)
-    plain, _ = RetinaNetLoss(3)(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
+    plain, _ = Loss(3)(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
     assert parts["loss_cls"].item() == pytest.approx(plain["loss_cls"].item() * 3 / 5, rel=1e-6)
 
 
-def test_bad_settings():
+def test_bad_settings(Loss):
     with pytest.raises(ValueError):
-        RetinaNetLoss(3, cls_loss="hinge")
+        Loss(3, cls_loss="hinge")
     with pytest.raises(ValueError):
-        RetinaNetLoss(3, alpha=1.5)
+        Loss(3, alpha=1.5)
     with pytest.raises(ValueError):
-        RetinaNetLoss(3, gamma=-1)
+        Loss(3, gamma=-1)
+
+
+def test_imbalance_statistics_wait_until_read(Loss):
+    """Computing them syncs with the device: a step that does not log them must not pay for it."""
+    anchors, gt_boxes, gt_labels, matches = _setup()
+    _, stats = Loss(3)(torch.zeros(2, 4, 3), torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
+    assert "_values" not in stats.__dict__  # nothing computed yet
+    assert stats.as_dict("x/")["x/positives"] == 1.5 and "_values" in stats.__dict__

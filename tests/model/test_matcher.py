@@ -1,11 +1,20 @@
+import functools
+
+import pytest
 import torch
 from torchvision.models.detection._utils import Matcher as TVMatcher
 from torchvision.ops import box_iou
 
-from detector.model import BACKGROUND, IGNORE, Matcher
+from detector.model import BACKGROUND, IGNORE, IMPLEMENTATIONS, Matcher
 
 
-def test_hand_built_iou_matrix():
+@pytest.fixture(params=IMPLEMENTATIONS)
+def Impl(request):
+    """Matcher running the rule (an IoU matrix) or the fast path: each test runs both."""
+    return functools.partial(Matcher, implementation=request.param)
+
+
+def test_hand_built_iou_matrix(Impl):
     # anchors of 10x10; IoU with gt [0,0,10,10] is set by the horizontal overlap.
     anchors = torch.tensor([
         [0.0, 0.0, 10.0, 10.0],   # IoU 1.0 -> fg
@@ -15,28 +24,28 @@ def test_hand_built_iou_matrix():
         [50.0, 50.0, 60.0, 60.0], # IoU 0 -> bg
     ])
     gt = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
-    matches = Matcher(0.5, 0.4, allow_low_quality_matches=False)(gt, torch.tensor([[True]]), anchors)
+    matches = Impl(0.5, 0.4, allow_low_quality_matches=False)(gt, torch.tensor([[True]]), anchors)
     assert matches.tolist() == [[0, 0, BACKGROUND, IGNORE, BACKGROUND]]
 
 
-def test_low_quality_match_rescues_a_small_box():
+def test_low_quality_match_rescues_a_small_box(Impl):
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 40.0, 40.0]])
     gt = torch.tensor([[[0.0, 0.0, 4.0, 4.0]]])  # IoU 0.16 with its best anchor
     valid = torch.tensor([[True]])
-    assert Matcher(allow_low_quality_matches=False)(gt, valid, anchors).tolist() == [[BACKGROUND, BACKGROUND]]
-    assert Matcher(allow_low_quality_matches=True)(gt, valid, anchors).tolist() == [[0, BACKGROUND]]
+    assert Impl(allow_low_quality_matches=False)(gt, valid, anchors).tolist() == [[BACKGROUND, BACKGROUND]]
+    assert Impl(allow_low_quality_matches=True)(gt, valid, anchors).tolist() == [[0, BACKGROUND]]
 
 
-def test_padded_batch_with_empty_image_and_padding_never_matches():
+def test_padded_batch_with_empty_image_and_padding_never_matches(Impl):
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]])
     gt = torch.tensor([
         [[0.0, 0.0, 10.0, 10.0], [100.0, 100.0, 110.0, 110.0]],  # padding slot sits on anchor 1
         [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 0.0, 0.0]],
     ])
     valid = torch.tensor([[True, False], [False, False]])
-    matches = Matcher()(gt, valid, anchors)
+    matches = Impl()(gt, valid, anchors)
     assert matches.tolist() == [[0, BACKGROUND], [BACKGROUND, BACKGROUND]]
-    empty = Matcher()(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool), anchors)
+    empty = Impl()(torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool), anchors)
     assert empty.tolist() == [[BACKGROUND] * 2] * 2
 
 
@@ -45,7 +54,7 @@ def _random_boxes(n, g, scale=300.0):
     return torch.cat([xy, xy + 8 + torch.rand(n, 2, generator=g) * 80], dim=1)
 
 
-def test_equals_torchvision_matcher_per_image_and_chunking_changes_nothing():
+def test_equals_torchvision_matcher_per_image_and_chunking_changes_nothing(Impl):
     g = torch.Generator().manual_seed(1)
     anchors = _random_boxes(3000, g)
     counts = [7, 0, 30]
@@ -55,8 +64,8 @@ def test_equals_torchvision_matcher_per_image_and_chunking_changes_nothing():
     for i, c in enumerate(counts):
         gt[i, :c] = _random_boxes(c, g)
         valid[i, :c] = True
-    ours = Matcher()(gt, valid, anchors)
-    chunked = Matcher(max_chunk_elements=3 * m * 128)(gt, valid, anchors)
+    ours = Impl()(gt, valid, anchors)
+    chunked = Impl(max_chunk_elements=3 * m * 128)(gt, valid, anchors)
     assert torch.equal(ours, chunked)
     tv = TVMatcher(0.5, 0.4, allow_low_quality_matches=True)
     for i, c in enumerate(counts):
@@ -98,6 +107,7 @@ def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cas
     tv = TVMatcher(0.5, 0.4, allow_low_quality_matches=True)
     culled = Matcher(cull=True)(gt, valid, anchors)
     assert torch.equal(culled, Matcher(cull=False)(gt, valid, anchors))
+    assert torch.equal(culled, Matcher(implementation="reference")(gt, valid, anchors))
     for i in range(n):
         c = int(valid[i].sum())
         iou = box_iou(gt[i, :c], anchors)
@@ -119,8 +129,12 @@ def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cas
     # (matched to the first valid box, as the dense max over all-zero IoUs does).
     loose = dict(fg_iou=0.0, bg_iou=0.0, allow_low_quality_matches=False)
     assert torch.equal(Matcher(cull=True, **loose)(gt, valid, anchors), Matcher(cull=False, **loose)(gt, valid, anchors))
+    assert torch.equal(Matcher(cull=True, **loose)(gt, valid, anchors),
+                       Matcher(implementation="reference", **loose)(gt, valid, anchors))
     strict = dict(allow_low_quality_matches=False)
     assert torch.equal(Matcher(cull=True, **strict)(gt, valid, anchors), Matcher(cull=False, **strict)(gt, valid, anchors))
+    assert torch.equal(Matcher(cull=True, **strict)(gt, valid, anchors),
+                       Matcher(implementation="reference", **strict)(gt, valid, anchors))
 
 
 def test_culled_path_with_no_box_near_any_anchor():
@@ -128,3 +142,4 @@ def test_culled_path_with_no_box_near_any_anchor():
     gt = torch.tensor([[[9000.0, 9000.0, 9100.0, 9100.0]] * 20])
     matches = Matcher(cull=True)(gt, torch.ones(1, 20, dtype=torch.bool), anchors)
     assert (matches == BACKGROUND).all()
+    assert torch.equal(matches, Matcher(implementation="reference")(gt, torch.ones(1, 20, dtype=torch.bool), anchors))

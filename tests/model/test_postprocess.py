@@ -1,16 +1,24 @@
+import functools
+
 import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from detector.model import PostProcessor
-from detector.model.postprocess import class_wise_nms, top_pairs
+from detector.model import IMPLEMENTATIONS, PostProcessor
+from detector.model.fast_postprocess import class_wise_nms, top_pairs
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def Impl(request):
+    """PostProcessor running the rule (per image, batched_nms) or the fast path: each test runs both."""
+    return functools.partial(PostProcessor, implementation=request.param)
 
 
 def _logit(p):
     return torch.log(torch.tensor(p) / (1 - torch.tensor(p)))
 
 
-def test_threshold_classwise_nms_and_cap():
+def test_threshold_classwise_nms_and_cap(Impl):
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]])
     logits = torch.full((1, 4, 2), -10.0)
     logits[0, 0, 0] = _logit(0.9)   # kept
@@ -18,20 +26,20 @@ def test_threshold_classwise_nms_and_cap():
     logits[0, 1, 1] = _logit(0.7)   # other class on the same box -> kept
     logits[0, 2, 1] = _logit(0.04)  # below 0.05 -> dropped
     logits[0, 3, 1] = _logit(0.6)   # class 1, IoU 0.82 with anchor 1's class-1 box -> suppressed
-    post = PostProcessor(score_thresh=0.05, nms_thresh=0.5, detections_per_img=100)
+    post = Impl(score_thresh=0.05, nms_thresh=0.5, detections_per_img=100)
     det = post(logits, torch.zeros(1, 4, 4), anchors, [4], torch.tensor([[100, 100]]))[0]
     assert det["labels"].tolist() == [0, 1]
     torch.testing.assert_close(det["scores"], torch.tensor([0.9, 0.7]))
     torch.testing.assert_close(det["boxes"], anchors[[0, 1]])
-    capped = PostProcessor(detections_per_img=1)(logits, torch.zeros(1, 4, 4), anchors, [4], torch.tensor([[100, 100]]))[0]
+    capped = Impl(detections_per_img=1)(logits, torch.zeros(1, 4, 4), anchors, [4], torch.tensor([[100, 100]]))[0]
     assert capped["scores"].tolist() == [det["scores"][0].item()]
 
 
-def test_topk_is_per_level_and_boxes_are_clipped_per_image():
+def test_topk_is_per_level_and_boxes_are_clipped_per_image(Impl):
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0], [40.0, 0.0, 50.0, 10.0], [60.0, 0.0, 200.0, 100.0]])
     logits = torch.full((2, 4, 1), 3.0)
     logits[:, 1] = 4.0
-    post = PostProcessor(topk_candidates=1, nms_thresh=0.5)
+    post = Impl(topk_candidates=1, nms_thresh=0.5)
     dets = post(logits, torch.zeros(2, 4, 4), anchors, [3, 1], torch.tensor([[100, 100], [50, 80]]))
     for det, (h, w) in zip(dets, [(100, 100), (50, 80)]):
         assert len(det["scores"]) == 2  # one from each level
@@ -40,8 +48,8 @@ def test_topk_is_per_level_and_boxes_are_clipped_per_image():
     torch.testing.assert_close(dets[0]["boxes"][0], torch.tensor([20.0, 0.0, 30.0, 10.0]))
 
 
-def test_empty_when_nothing_passes():
-    dets = PostProcessor()(torch.full((3, 5, 2), -9.0), torch.zeros(3, 5, 4), torch.rand(5, 4), [5], torch.tensor([[9, 9]] * 3))
+def test_empty_when_nothing_passes(Impl):
+    dets = Impl()(torch.full((3, 5, 2), -9.0), torch.zeros(3, 5, 4), torch.rand(5, 4), [5], torch.tensor([[9, 9]] * 3))
     assert [len(d["boxes"]) for d in dets] == [0, 0, 0]
 
 
@@ -68,7 +76,7 @@ def _reference(logits, deltas, anchors, per_level, sizes, post):
     return out
 
 
-def test_dense_clustered_candidates_equal_plain_nms_over_all_of_them():
+def test_dense_clustered_candidates_equal_plain_nms_over_all_of_them(Impl):
     """Clusters of overlapping anchors: NMS over the best 4 x 40 candidates keeps too few, so the
     early exit needs several rounds, and later rounds take the grouped CPU path (> 1,000 boxes)."""
     g = torch.Generator().manual_seed(0)
@@ -80,7 +88,7 @@ def test_dense_clustered_candidates_equal_plain_nms_over_all_of_them():
     logits = torch.randn(3, 2000, 3, generator=g) * 1.5 - 1.0  # most of the 6,000 scores pass 0.05
     deltas = torch.randn(3, 2000, 4, generator=g) * 0.02
     image_sizes = torch.tensor([[430, 430], [420, 430], [430, 425]])
-    post = PostProcessor(detections_per_img=40, topk_candidates=1000)
+    post = Impl(detections_per_img=40, topk_candidates=1000)
     got = post(logits, deltas, anchors, per_level, image_sizes)
     want = _reference(logits, deltas, anchors, per_level, image_sizes, post)
     for g_det, w_det in zip(got, want):

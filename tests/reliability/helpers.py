@@ -13,9 +13,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from detector.training.reliability import StepRecorder
-
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))  # the run probes live with the scripts that use them too
+
+from run_probes import StepRecorder  # noqa: E402
 
 #: A tiny model and short schedule on top of configs/synthetic.yaml (see tests/training/conftest.py).
 TINY = [
@@ -48,7 +49,7 @@ def run_train_script(args: list[str], timeout: float = 300, **popen) -> subproce
 
 def script_env(**extra: str) -> dict[str, str]:
     """The environment of a script subprocess: tests importable, one compute thread (as the tests)."""
-    return dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **extra)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "scripts")]), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **extra)
 
 
 def load(path) -> dict:
@@ -131,7 +132,7 @@ class Throttle(L.Callback):
         time.sleep(self.seconds)
 
 
-RecordSteps = StepRecorder  # per-step JSON lines, see detector.training.reliability
+RecordSteps = StepRecorder  # per-step JSON lines, see scripts/run_probes.py
 
 
 def wait_for_checkpoints(proc: subprocess.Popen, last, count: int, timeout: float = 240) -> None:

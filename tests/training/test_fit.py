@@ -68,3 +68,19 @@ def test_last_checkpoint_follows_every_validation_and_the_end(tiny_synthetic, tm
          "--trainer.num_sanity_val_steps", "0", "--trainer.callbacks+=" + json.dumps(callback))
     assert json.loads(seen.read_text()) == [2, 4, 6]  # validations at steps 2, 4, 6
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 7
+
+
+def test_imbalance_statistics_are_computed_only_on_the_steps_the_logger_writes(tiny_synthetic, tmp_path, monkeypatch):
+    """They cost host synchronisations: 6 steps logged every 3rd compute them twice; on request every step."""
+    from detector.model.losses import ImbalanceStats
+
+    computed = []
+    as_dict = ImbalanceStats.as_dict
+    monkeypatch.setattr(ImbalanceStats, "as_dict", lambda self, prefix="": computed.append(1) or as_dict(self, prefix))
+    common = ["--trainer.max_steps", "6", "--trainer.log_every_n_steps", "3", "--trainer.limit_val_batches", "0",
+              "--trainer.num_sanity_val_steps", "0"]
+    _fit(tiny_synthetic, tmp_path / "a", *common)
+    assert len(computed) == 2
+    computed.clear()
+    _fit(tiny_synthetic, tmp_path / "b", *common, "--model.imbalance_every_step", "true")
+    assert len(computed) == 6

@@ -1,7 +1,8 @@
-"""The fused per-anchor focal loss (detector/model/focal.py) against torchvision's element-wise one.
+"""The fast per-anchor focal loss (detector/model/fast_focal.py) against torchvision's element-wise
+one and against the readable rule (losses.classification_loss_per_anchor).
 
-Eager and compiled paths alike; the compiled one is compiled once a process for each (alpha, gamma)
-(about 7 s the first time, 2-3 s after), so its tests keep to three of them.
+Eager and compiled paths alike; the compiled one is compiled once a process for each (alpha, gamma),
+which takes seconds, so its tests keep to three of them.
 """
 
 import shutil
@@ -11,8 +12,9 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from detector.model import focal
-from detector.model.focal import focal_loss_per_anchor
+from detector.model import classification_loss_per_anchor, easy_loss_per_anchor
+from detector.model import fast_focal as focal
+from detector.model.fast_focal import focal_loss_per_anchor
 
 COMPILED_CASES = [(0.25, 2.0), (None, 0.0), (0.25, 0.5)]  # the default, plain CE, a non-integer power
 # torch.compile on CPU writes C++; without a compiler the loss falls back to eager (tested below)
@@ -49,7 +51,8 @@ def _assert_equals_torchvision(alpha, gamma, **path):
     with the `path` keywords against torchvision's element-wise loss summed over classes."""
     logits, labels, valid = _case()
     x = logits.clone().requires_grad_()
-    loss, easy = focal_loss_per_anchor(x, labels, valid, alpha, gamma, **path)
+    loss = focal_loss_per_anchor(x, labels, valid, alpha, gamma, **path)
+    easy = easy_loss_per_anchor(x, labels, valid, alpha, gamma)  # computed apart from the loss
     weights = torch.rand_like(loss)  # a non-uniform upstream gradient
     (grad,) = torch.autograd.grad((loss * weights).sum(), x)
 
@@ -63,13 +66,20 @@ def _assert_equals_torchvision(alpha, gamma, **path):
     assert not easy.requires_grad
     assert (loss[~valid] == 0).all() and (grad[~valid] == 0).all()
 
+    z = logits.clone().requires_grad_()  # the rule the package runs with implementation="reference"
+    rule = classification_loss_per_anchor(z, labels, valid, alpha, gamma)
+    (rule_grad,) = torch.autograd.grad((rule * weights).sum(), z)
+    torch.testing.assert_close(loss, rule, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, rule_grad, rtol=1e-5, atol=1e-7)
+
 
 def test_hand_computed_single_anchor():
     # one positive of class 1 with p = 0.2 next to a negative class with p = 0.2 (alpha 0.25, gamma 2):
     # positive: 0.25 * 0.8^2 * -log(0.2) = 0.257510; negative: 0.75 * 0.2^2 * -log(0.8) = 0.0066943
     logit = torch.log(torch.tensor(0.2 / 0.8))
     x = torch.full((1, 1, 2), float(logit))
-    loss, easy = focal_loss_per_anchor(x, torch.tensor([[1]]), torch.tensor([[True]]), 0.25, 2.0)
+    loss = focal_loss_per_anchor(x, torch.tensor([[1]]), torch.tensor([[True]]), 0.25, 2.0)
+    easy = easy_loss_per_anchor(x, torch.tensor([[1]]), torch.tensor([[True]]), 0.25, 2.0)
     assert loss.item() == pytest.approx(0.257510 + 0.0066943, rel=1e-4)
     assert easy.item() == pytest.approx(0.0066943, rel=1e-4)  # the negative class, p < 0.5
 
@@ -77,7 +87,7 @@ def test_hand_computed_single_anchor():
 def test_bf16_logits_give_float32_loss_and_bf16_gradient():
     logits, labels, valid = _case(r=64)
     x = logits.bfloat16().requires_grad_()
-    loss, _ = focal_loss_per_anchor(x, labels, valid)
+    loss = focal_loss_per_anchor(x, labels, valid)
     loss.sum().backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
     ref, _ = _reference(logits.bfloat16().float(), labels, valid, 0.25, 2.0)
@@ -96,7 +106,7 @@ def test_compiled_under_bf16_autocast_with_bf16_logits():
     logits, labels, valid = _case(r=64)
     x = logits.bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _ = focal_loss_per_anchor(x, labels, valid, compiled=True)
+        loss = focal_loss_per_anchor(x, labels, valid, compiled=True)
     assert callable(focal._compiled_fused)
     loss.sum().backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
@@ -126,10 +136,10 @@ def test_a_failing_compiler_warns_once_and_the_eager_path_gives_the_same(monkeyp
     monkeypatch.setattr(torch, "compile", broken_compile)
     logits, labels, valid = _case()
     with pytest.warns(RuntimeWarning, match="torch.compile failed, using the eager path.*InvalidCxxCompiler"):
-        loss, _ = focal_loss_per_anchor(logits, labels, valid, compiled=True)
+        loss = focal_loss_per_anchor(logits, labels, valid, compiled=True)
     assert focal._compiled_fused is False
     assert not focal.use_compiled(logits, True)  # from now on the eager path, even when asked
-    eager, _ = focal_loss_per_anchor(logits, labels, valid, compiled=False)
+    eager = focal_loss_per_anchor(logits, labels, valid, compiled=False)
     assert torch.equal(loss, eager)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
@@ -147,7 +157,7 @@ def test_extreme_logits_against_float64(alpha, gamma, compiled):
     labels[0, ::7] = 0
     valid = torch.ones(1, x.shape[1], dtype=torch.bool)
     xg = x.clone().requires_grad_()
-    loss, _ = focal_loss_per_anchor(xg, labels, valid, alpha, gamma, compiled=compiled)
+    loss = focal_loss_per_anchor(xg, labels, valid, alpha, gamma, compiled=compiled)
     assert callable(focal._compiled_fused) or not compiled
     loss.sum().backward()
     y = x.double().requires_grad_()
@@ -164,7 +174,8 @@ def test_labels_outside_0_to_k_minus_1_are_background_on_both_paths():
     odd = labels.clone()
     odd[labels == k] = -1  # not a class: background, as K is (never class K-1 by wrap-around)
     for compiled in (False, True):
-        loss, easy = focal_loss_per_anchor(logits, odd, valid, compiled=compiled)
-        ref, ref_easy = focal_loss_per_anchor(logits, labels, valid, compiled=compiled)
+        loss, easy = focal_loss_per_anchor(logits, odd, valid, compiled=compiled), easy_loss_per_anchor(logits, odd, valid)
+        ref, ref_easy = (focal_loss_per_anchor(logits, labels, valid, compiled=compiled),
+                         easy_loss_per_anchor(logits, labels, valid))
         torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
         torch.testing.assert_close(easy, ref_easy, rtol=1e-6, atol=0)

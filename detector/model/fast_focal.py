@@ -1,12 +1,13 @@
-"""Fused sigmoid focal loss: per-anchor sums and the gradient in one sweep over the logits.
+"""Fast path of the classification loss: `losses.classification_loss_per_anchor` in one sweep.
 
 Shape symbols: N images, R anchors, K classes.
 
-`losses.sigmoid_focal_loss` is the readable element-wise formula (torchvision's); written with
-tensor ops over the whole (N, R, K) block it makes about 30 passes over memory forward and
-backward, each allocating a block as large as the logits. This computes the same values with
-few passes, and the gradient on the way (it is cheap once the sigmoid and the cross-entropy are
-there), so backward is one multiplication.
+The rule is `losses.sigmoid_focal_loss` (torchvision's formula) on one-hot targets, summed over the
+K classes of each anchor; `losses.classification_loss_per_anchor` writes it so, and the tests hold
+this module equal to it and to torchvision. Written with tensor ops over the whole (N, R, K) block
+that formula makes many passes over memory forward and backward, each allocating a block as large
+as the logits. This computes the same values with few passes, and the gradient on the way (it is
+cheap once the sigmoid and the cross-entropy are there), so backward is one multiplication.
 
 Per element, with p = sigmoid(x), the targets of a sigmoid detector (one-hot on the anchor's
 class for positives, zero otherwise) and the weights w0 = 1 - alpha, w1 = alpha:
@@ -16,29 +17,19 @@ class for positives, zero otherwise) and the weights w0 = 1 - alpha, w1 = alpha:
     t = 1:  FL = w1 * ce1 * (1 - p)^gamma,  ce1 = -logsigmoid(x) = softplus(-x)
             dFL/dx = -w1 * (1 - p)^gamma * (gamma * p * ce1 + (1 - p))
 
-Both softplus terms come from the sigmoid (see `_sigmoid_parts`), and the bulk takes q = p rather than
-torchvision's 1 - (1 - p). Against float64 over x in [-40, 40] this is as accurate as torchvision's
-float32 formula (largest absolute error 1.9e-6, torchvision's 2.4e-6, at gamma 2, alpha .25; 5.5e-7
-and 4.8e-7 for plain CE); the tests hold it within 1e-5 of torchvision's. alpha=None means no
-weighting (w0 = w1 = 1); gamma=0 gives (alpha-balanced) cross-entropy.
+Both softplus terms come from the sigmoid (see `_sigmoid_parts`). alpha=None means no weighting
+(w0 = w1 = 1); gamma=0 gives (alpha-balanced) cross-entropy. Accuracy against float64 and the
+speed of each path: docs/benchmarks.md (scripts/bench_parts.py).
 
 Two ways to run it, the same formulas (`_sigmoid_parts`, `_target0_terms`):
 - eager, in slices: the bulk computed as if every target were 0, the few positive elements then
-  overwritten; about 15 ops a slice. On CPU a slice holds 2^18 elements (1 MiB of float32): each
-  op is large enough to be split over the intra-op threads and its temporaries stay in cache
-  (2 threads, batch 8 x 49,104 anchors x 91 classes, forward and backward: 0.61 s at 2^15
-  elements, 0.29 s at 2^17, 0.27 s at 2^18, 0.35 s at 2^20, measured before the current
-  formulas); on CUDA the whole block is one slice.
-- compiled (torch.compile of `_fused`: every element's target chosen with `torch.where`, one
-  loop that reads the logits once and writes the gradient once): 1.8x faster than the eager path
-  forward and backward on that block (0.20 -> 0.11 s, scripts/bench_parts.py --focal-against,
-  docs/bench/parts_cpu.json). By default ("auto") it runs on CPU, for training, on blocks of at
-  least COMPILE_MIN_ELEMENTS logits (VOC's 20 classes at batch 8 and 512 px; COCO's from two
-  512 px images; not the synthetic default, 0.5 M, nor the tests' small cases), where its one-off
-  compile (7-9 s in a fresh process, 3-4 s from the cache torch keeps on disk, once per alpha and
-  gamma) is paid back within a few hundred steps. CUDA keeps the eager path unless asked (not
-  measured here: no GPU). If compiling fails (no C++ compiler, say), a warning says so once and
-  the eager path runs.
+  overwritten. On CPU a slice holds CPU_SLICE_ELEMENTS elements, so that each op is split over the
+  intra-op threads and its temporaries stay in cache; on CUDA the whole block is one slice.
+- compiled (torch.compile of `_fused`: every element's target chosen with `torch.where`, one loop
+  that reads the logits once and writes the gradient once). By default ("auto") it runs on CPU,
+  for training, on blocks of at least COMPILE_MIN_ELEMENTS logits, where its one-off compile is
+  paid back within a few hundred steps. If compiling fails (no C++ compiler, say), a warning says
+  so once and the eager path runs.
 """
 
 from __future__ import annotations
@@ -49,9 +40,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-#: Elements of one eager slice on CPU, see the module doc.
+#: Elements of one eager slice on CPU: large enough to split over threads, small enough for cache.
 CPU_SLICE_ELEMENTS = 1 << 18
-#: Logits from which "auto" compiles on CPU, see the module doc.
+#: Logits from which "auto" compiles on CPU: below it the one-off compile is not paid back.
 COMPILE_MIN_ELEMENTS = 1 << 22
 
 
@@ -62,8 +53,7 @@ def _sigmoid_parts(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     the cross-entropies of both targets from one log, of a number in [0.5, 1], so never of 0. Its
     absolute error is about one rounding of 1 - p (6e-8), a large relative error only where the
     softplus is itself that small (|z| > 14); where p rounds to 1 (z > 16.6), softplus(z) is
-    exactly z. With the sigmoid (which the loss needs anyway) 1.6x faster than F.softplus on CPU
-    (scripts/bench_parts.py).
+    exactly z. With the sigmoid, which the loss needs anyway, cheaper than F.softplus.
     """
     p = torch.sigmoid(z)
     one_minus_p = 1 - p
@@ -95,12 +85,11 @@ def _positive_terms(z: Tensor, weight: float | None, gamma: float) -> tuple[Tens
 
 
 def _eager(x: Tensor, labels: Tensor, alpha: float | None, gamma: float, slice_elements: int,
-           need_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(rows, K) logits, (rows,) labels -> FL summed per row, its easy part, dFL/dx (or None); valid ignored."""
+           need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """(rows, K) logits, (rows,) labels -> FL summed per row (rows,), dFL/dx (rows, K) or None."""
     rows, k = x.shape
     neg_weight = 1.0 - alpha if alpha is not None else None
     loss = torch.empty(rows, dtype=torch.float32, device=x.device)
-    easy = torch.empty(rows, dtype=torch.float32, device=x.device)
     grad = torch.empty((rows, k), dtype=torch.float32, device=x.device) if need_grad else None
 
     # Positive elements (row, class), sorted by row, and their exact terms.
@@ -123,21 +112,17 @@ def _eager(x: Tensor, labels: Tensor, alpha: float | None, gamma: float, slice_e
         if need_grad:
             grad[start:stop][local] = pos_grad[a:b]
         torch.sum(term, dim=1, out=loss[start:stop])
-        term.masked_fill_(z >= 0, 0.0)[local] = 0.0  # easy: target 0 and logit < 0
-        torch.sum(term, dim=1, out=easy[start:stop])
-    return loss, easy, grad
+    return loss, grad
 
 
-def _fused(x: Tensor, labels: Tensor, alpha: float | None, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+def _fused(x: Tensor, labels: Tensor, alpha: float | None, gamma: float) -> tuple[Tensor, Tensor]:
     """As `_eager` with need_grad, every element at once: written for torch.compile, which makes it one loop."""
     z = x.float()
     target = labels[:, None] == torch.arange(z.shape[1], device=z.device)  # (rows, K) one-hot
     p, one_minus_p, log_sig_abs = _sigmoid_parts(z)
     neg_term, neg_grad = _target0_terms(z, p, one_minus_p, log_sig_abs, 1.0 - alpha if alpha is not None else None, gamma)
     pos_term, pos_grad = _target0_terms(-z, one_minus_p, p, log_sig_abs, alpha, gamma)
-    term = torch.where(target, pos_term, neg_term)
-    easy = torch.where(target | (z >= 0), 0.0, term)
-    return term.sum(1), easy.sum(1), torch.where(target, -pos_grad, neg_grad)
+    return torch.where(target, pos_term, neg_term).sum(1), torch.where(target, -pos_grad, neg_grad)
 
 
 _compiled_fused = None  # torch.compile(_fused), made on first use; False once compiling has failed
@@ -173,27 +158,24 @@ def use_compiled(logits: Tensor, compiled: bool | None, need_grad: bool = True) 
 class _FocalLossPerAnchor(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None, gamma: float,
-                slice_elements: int, compiled: bool | None) -> tuple[Tensor, Tensor]:
+                slice_elements: int, compiled: bool | None) -> Tensor:
         n, r, k = logits.shape
         x = logits.detach().reshape(n * r, k)
         flat_labels = labels.reshape(n * r)
         need_grad = ctx.needs_input_grad[0]
         out = _run_compiled(x, flat_labels, alpha, gamma) if use_compiled(logits, compiled, need_grad) else None
-        loss, easy, grad = out if out is not None else _eager(x, flat_labels, alpha, gamma, slice_elements, need_grad)
+        loss, grad = out if out is not None else _eager(x, flat_labels, alpha, gamma, slice_elements, need_grad)
         invalid = torch.nonzero(~valid.reshape(n * r)).squeeze(1)
         loss[invalid] = 0.0
-        easy[invalid] = 0.0
         if need_grad:
             grad[invalid] = 0.0
         ctx.grad = grad if need_grad else None  # the compiled path computes it anyway
         ctx.shape, ctx.dtype = logits.shape, logits.dtype
-        loss, easy = loss.view(n, r), easy.view(n, r)
-        ctx.mark_non_differentiable(easy)
-        return loss, easy
+        return loss.view(n, r)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_loss: Tensor, grad_easy: Tensor):
+    def backward(ctx, grad_loss: Tensor):
         grad = ctx.grad
         if grad is None:
             raise RuntimeError("focal_loss_per_anchor: backward through the same loss twice is not supported")
@@ -205,7 +187,7 @@ class _FocalLossPerAnchor(torch.autograd.Function):
 def focal_loss_per_anchor(
     logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None = 0.25, gamma: float = 2.0,
     *, slice_elements: int = CPU_SLICE_ELEMENTS, compiled: bool | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> Tensor:
     """Sigmoid focal loss summed over classes, per anchor.
 
     Args:
@@ -217,8 +199,8 @@ def focal_loss_per_anchor(
         compiled: True/False: the torch.compile'd or the eager path; None: "auto" (module doc).
 
     Returns:
-        (loss (N, R) float32, differentiable w.r.t. logits: the sum over the K classes of
-        sigmoid_focal_loss(logits, one_hot(labels)), 0 where not valid;
-        easy (N, R) float32, detached: the part of it from classes with target 0 and logit < 0)
+        (N, R) float32, differentiable w.r.t. logits: the sum over the K classes of
+        sigmoid_focal_loss(logits, one_hot(labels)), 0 where not valid; equal to
+        `losses.classification_loss_per_anchor`.
     """
     return _FocalLossPerAnchor.apply(logits, labels, valid, alpha, float(gamma), slice_elements, compiled)

@@ -1,0 +1,113 @@
+"""Files the package writes and reads: atomic writes, and JSON with one clear error.
+
+Atomic: a file is written under a temporary name next to its target (``.<name>.<pid>.tmp``: the
+same file system, so the rename is atomic; one per process, so processes that write the same file
+do not clash) and renamed over the target with `os.replace`, which POSIX makes atomic. A reader
+sees the old file or the whole new one, never half of one. With ``durable=True`` the data and the
+rename are also flushed to disk (fsync), so that a power cut keeps one of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_TMP_SUFFIX = ".tmp"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[Path]:
+    """Yields the temporary path to write; on leaving the block it replaces `path` (removed on error).
+
+    Temporary files of `path` left by processes that were killed while writing are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | os.PathLike, text_or_bytes: str | bytes, *, durable: bool = False) -> Path:
+    """Write text (UTF-8) or bytes to `path` atomically (see the module doc); returns the path."""
+    with atomic_path(path, durable=durable) as tmp:
+        if isinstance(text_or_bytes, bytes):
+            tmp.write_bytes(text_or_bytes)
+        else:
+            tmp.write_text(text_or_bytes, encoding="utf-8")
+    return Path(path)
+
+
+class JSONReadError(ValueError):
+    """A JSON file is missing (`missing`), cannot be read, or is not valid JSON; `problem` says which, in one line."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, *, missing: bool = False, invalid: bool = False) -> None:
+        self.path, self.problem, self.missing, self.invalid = os.fspath(path), problem, missing, invalid
+        super().__init__(f"{self.path}: {problem}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The parsed JSON file at `path`; `JSONReadError` for a missing, unreadable or malformed file."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise JSONReadError(path, "file not found", missing=True) from None
+    except IsADirectoryError:
+        raise JSONReadError(path, "is a folder, not a file", missing=True) from None
+    except json.JSONDecodeError as e:
+        raise JSONReadError(path, f"{e.msg} at line {e.lineno} column {e.colno}", invalid=True) from None
+    except UnicodeDecodeError as e:
+        raise JSONReadError(path, f"not UTF-8 text ({e.reason} at byte {e.start})", invalid=True) from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise JSONReadError(path, str(e).split(";")[0], invalid=True) from None
+    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's recursion limit
+        raise JSONReadError(path, "nested too deeply", invalid=True) from None
+    except OSError as e:
+        raise JSONReadError(path, f"{type(e).__name__}: {e.strerror or e}") from None
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete ``.<name>.<pid>.tmp`` files of `path` whose writer process no longer runs."""
+    for tmp in path.parent.glob(f".{path.name}.*{_TMP_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2:-len(_TMP_SUFFIX)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
