@@ -125,14 +125,20 @@ class ImbalanceStats:
         n = self._positive.shape[0]
         negative = self._valid & ~self._positive  # (N, R)
         total = self._anchor_loss.sum().clamp(min=1e-12)
+        neg_loss = (self._anchor_loss * negative).sum()
+        # the easy part's fraction of the negatives' loss, both from the formula, so that the easy
+        # share never exceeds the negative share by a rounding of the fast path
         no_class = torch.full_like(self._positive, -1, dtype=torch.int64)  # a negative's classes all have target 0
-        easy = easy_loss_per_anchor(self._logits, no_class, negative & self._counted, self._alpha, self._gamma)
+        counted = negative & self._counted
+        easy = easy_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
+        with torch.no_grad():
+            formula = classification_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
         return {
             "positives": float(self._positive.sum()) / n,
             "negatives": float(negative.sum()) / n,
             "ignored": float((~self._valid).sum()) / n,
-            "neg_loss_share": float((self._anchor_loss * negative).sum() / total),
-            "easy_neg_loss_share": float(easy.sum() / total),
+            "neg_loss_share": float(neg_loss / total),
+            "easy_neg_loss_share": float(neg_loss / total * (easy / formula.clamp(min=1e-12)).clamp(max=1.0)),
         }
 
     positives = property(lambda self: self._values["positives"])

@@ -180,3 +180,15 @@ def test_imbalance_statistics_wait_until_read(Loss):
     _, stats = Loss(3)(torch.zeros(2, 4, 3), torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
     assert "_values" not in stats.__dict__  # nothing computed yet
     assert stats.as_dict("x/")["x/positives"] == 1.5 and "_values" in stats.__dict__
+
+
+def test_easy_share_never_exceeds_the_negative_share(Loss):
+    """Every negative easy: the two shares are equal, and the easy one is never above by a rounding."""
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(500, 1)
+    logits = -torch.rand(4, 500, 7, generator=torch.Generator().manual_seed(5)) * 6 - 0.01
+    matches = torch.full((4, 500), BACKGROUND)
+    _, stats = Loss(7)(logits, torch.zeros(4, 500, 4), anchors, matches, torch.zeros(4, 0, 4),
+                       torch.zeros(4, 0, dtype=torch.int64))
+    assert stats.neg_loss_share == pytest.approx(1.0)
+    assert stats.easy_neg_loss_share <= stats.neg_loss_share
+    assert stats.easy_neg_loss_share == pytest.approx(1.0, rel=1e-6)
