@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .recorder import write_atomic
+from .records import write_atomic
 from .runner import (
     TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, load_results, parse_overrides,
     preset_path, prepare_data, run_variant, set_key,

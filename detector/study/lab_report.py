@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .recorder import write_atomic
+from .records import write_atomic
 from .variants import parse_variant
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -246,7 +246,7 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
 def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from .report import _read_csv
+    from .records import read_columns
 
     cells = best_cells(rows)
     fig, axes = plt.subplots(1, len(lab.levels), figsize=(5.5 * len(lab.levels), 4.5), squeeze=False)
@@ -258,7 +258,7 @@ def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
                 if c is None:
                     continue
                 run = c["by_seed"][min(c["by_seed"])]
-                val = _read_csv(lab.cell_dir(level, optimizer) / "runs" / run["variant"] / "val.csv")
+                val = read_columns(lab.cell_dir(level, optimizer) / "runs" / run["variant"] / "val.csv")
                 if val:
                     ax.plot(val["step"], val["AP"], marker="o", ms=3, color=colors(li),
                             ls=("-", "--", ":")[oi % 3], label=f"{loss} lr {c['lr']:g}, {optimizer.name}")

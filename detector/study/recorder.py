@@ -24,10 +24,8 @@ that checkpoint and before the kill.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from torch.utils.data import Subset
 from ..checkpoint import save_detector
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..training.module import NonFiniteLossStop
+from .records import write_atomic, write_csv
 from .stats import GAMMAS, loss_statistics
 
 #: train.csv columns and the logged keys they come from.
@@ -47,24 +46,6 @@ TRAIN_KEYS: dict[str, str] = {
     "ignored": "train/imbalance/ignored", "neg_loss_share": "train/imbalance/neg_loss_share",
     "easy_neg_loss_share": "train/imbalance/easy_neg_loss_share",
 }  # fmt: skip
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old one or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: shards may write the same file
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _value(metrics: dict, key: str) -> float | None:

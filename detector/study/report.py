@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from .recorder import write_atomic
+from ..io import atomic_path
+from .records import METRICS, read_columns, write_atomic
 from .variants import PAPER_ALPHA_FOR_GAMMA, PAPER_AP_ALPHA_CE, PAPER_AP_FOCAL, VariantError, parse_variant
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "variant", "loss", "gamma", "alpha", "prior_init", "AP", "AP50", "AP75", "APs", "APm", "APl",
     "final_loss_cls", "final_loss_box", "diverged", "diverged_step", "minutes",
 )  # fmt: skip
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 PLOTS: tuple[str, ...] = (
     "ap_over_steps.png", "ap_vs_gamma.png", "ap_vs_alpha.png", "loss_share_over_steps.png", "loss_cdf.png",
     "loss_cdf_by_variant.png", "background_scores.png",
@@ -197,16 +197,6 @@ def write_tables(out: str | os.PathLike, results: list[dict], study=None) -> Non
 # Plots.
 
 
-def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
-
-
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(values) < window:
         return values
@@ -229,10 +219,9 @@ def _empty(ax, text: str) -> None:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_ap_over_steps(out: Path, results: list[dict], colors: dict) -> None:
@@ -241,7 +230,7 @@ def plot_ap_over_steps(out: Path, results: list[dict], colors: dict) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     drawn = False
     for r in results:
-        val = _read_csv(out / "runs" / r["variant"] / "val.csv")
+        val = read_columns(out / "runs" / r["variant"] / "val.csv")
         color = colors[r["variant"]]
         if val:
             ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color, label=r["variant"])
@@ -349,7 +338,7 @@ def plot_loss_share(out: Path, results: list[dict], colors: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     drawn = False
     for r in results:
-        train = _read_csv(out / "runs" / r["variant"] / "train.csv")
+        train = read_columns(out / "runs" / r["variant"] / "train.csv")
         if not train:
             continue
         window = max(1, len(train["step"]) // 40)

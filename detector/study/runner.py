@@ -39,7 +39,6 @@ report when all are done.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import math
@@ -55,12 +54,11 @@ from typing import Any, Callable
 
 import yaml
 
-from .recorder import write_atomic
+from .records import METRICS, read_rows, write_atomic
 from .variants import Variant, parse_variants
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESET_DIR = REPO_ROOT / "configs" / "ablation"
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 #: The final losses are the mean of the last this-many training steps.
 FINAL_LOSS_WINDOW = 20
 TRAIN_SECTIONS = ("seed_everything", "trainer", "model", "data")
@@ -374,15 +372,8 @@ def prepare_data(study: Study, log: Callable[[str], None] = print) -> None:
                          "delete it, or point data.root elsewhere")
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def _final_losses(run_dir: Path) -> dict[str, float | None]:
-    rows = _read_rows(run_dir / "train.csv")
+    rows = read_rows(run_dir / "train.csv")
     out: dict[str, float | None] = {}
     for key in ("loss_cls", "loss_box"):
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "")][-FINAL_LOSS_WINDOW:]
@@ -391,7 +382,7 @@ def _final_losses(run_dir: Path) -> dict[str, float | None]:
 
 
 def _last_val(run_dir: Path) -> dict[str, Any]:
-    rows = _read_rows(run_dir / "val.csv")
+    rows = read_rows(run_dir / "val.csv")
     if not rows:
         return {}
     return {k: (float(rows[-1][k]) if rows[-1].get(k) not in (None, "") else None) for k in METRICS} | {
