@@ -40,7 +40,8 @@ import yaml
 
 from .records import write_atomic
 from .runner import (
-    TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, load_results, parse_overrides,
+    TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, commands_with, load_results,
+    parse_overrides,
     preset_path, prepare_data, run_variant, set_key,
 )
 from .variants import Variant, parse_variant
@@ -325,18 +326,8 @@ def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = Non
 
 
 def _write_lab_json(lab: Lab) -> None:
-    import shlex
-
     path = lab.out / "lab.json"
-    commands: list[str] = []
-    if path.is_file():
-        try:
-            commands = list(json.loads(path.read_text(encoding="utf-8")).get("commands", []))
-        except (OSError, json.JSONDecodeError):
-            commands = []
-    command = " ".join(shlex.quote(c) for c in lab.command)
-    if command and (not commands or commands[-1] != command):
-        commands.append(command)
+    commands = commands_with(path, lab.command)
     data = {"preset": str(lab.preset), "commands": commands, "study": lab.settings,
             "overrides": [f"--{k} {v}" for k, v in lab.overrides]}
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -86,7 +86,7 @@ def best_cells(rows: list[dict], lrs: dict[str, tuple[float, ...]] | None = None
         by_seed = {first: grid[best_lr]}
         by_seed.update({r["seed"]: r for r in runs if r["seed"] != first and math.isclose(r["lr"], best_lr)})
         recipe = next((r for r in grid.values() if r.get("recipe")), None)
-        edge = len(grid) > 1 and (math.isclose(best_lr, min(grid)) or math.isclose(best_lr, max(grid)))
+        edge = complete and len(grid) > 1 and (math.isclose(best_lr, min(grid)) or math.isclose(best_lr, max(grid)))
         cells[key] = {"lr": best_lr, "by_seed": by_seed, "recipe": recipe, "complete": complete, "edge": edge,
                       "ratio_anchor": runs[0].get("ratio_anchor"), "grid": grid}
     return cells
@@ -212,7 +212,7 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     for ax, (key, tlabel) in zip(axes, THRESHOLDS):
         for oi, optimizer in enumerate(lab.optimizers):
             for gi, (loss, against, label) in enumerate(GAPS):
-                xs, ys, lo, hi = [], [], [], []
+                xs, ys, lo, hi, prelim = [], [], [], [], []
                 for level in lab.levels:
                     st = lab.level_stats(level) or {}
                     g = gap(cells, level.name, optimizer.name, loss, against, key)
@@ -222,13 +222,19 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
                     ys.append(g["mean"])
                     lo.append(g["mean"] - g["min"])
                     hi.append(g["max"] - g["mean"])
+                    both = (cells[(level.name, optimizer.name, loss)], cells[(level.name, optimizer.name, against)])
+                    prelim.append(g["spread"] is None or not all(c["complete"] for c in both))
                 if not xs:
                     continue
                 order = np.argsort(xs)
                 xs, ys = np.array(xs)[order], np.array(ys)[order]
                 err = np.array([np.array(lo)[order], np.array(hi)[order]])
-                ax.errorbar(xs, ys, yerr=err, marker="o" if gi == 0 else "s", ls="-" if gi == 0 else "--",
-                            color=colors(oi), capsize=4, label=f"{label}, {optimizer.name}")
+                marker = "o" if gi == 0 else "s"
+                weak = np.array(prelim, dtype=bool)[order]  # hollow: the grid is not complete, or one seed only
+                ax.errorbar(xs, ys, yerr=err, ls="-" if gi == 0 else "--", color=colors(oi), capsize=4,
+                            label=f"{label}, {optimizer.name}")
+                ax.plot(xs[~weak], ys[~weak], ls="none", marker=marker, ms=7, color=colors(oi), zorder=3)
+                ax.plot(xs[weak], ys[weak], ls="none", marker=marker, ms=7, mfc="white", mec=colors(oi), zorder=3)
                 drawn = True
         ax.axhline(0, color="gray", lw=1)
         ax.set_xscale("log")
@@ -239,7 +245,8 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     axes[0].set_ylabel("AP difference (best-of-grid cells)")
     if drawn:
         axes[0].legend(fontsize=8)
-    fig.suptitle("Where focal loss beats plain CE: the gap against the imbalance (error bars: range over seeds)")
+    fig.suptitle("Where focal loss beats plain CE: the gap against the imbalance\n(error bars: range over seeds; "
+                 "hollow: a grid not complete or one seed only, preliminary)", y=1.04)
     _save(fig, path)
 
 

@@ -319,18 +319,27 @@ def _check_same_settings(study: Study) -> None:
     )
 
 
-def _write_study_json(study: Study) -> None:
-    """OUT/study.json: the shared settings, their fingerprint, and every command that trained here."""
-    path = study.out / "study.json"
+def commands_with(path: Path, command: list[str]) -> list[str]:
+    """The "commands" list of a JSON record file, with `command` appended unless it is the last one.
+
+    A shard child (launch_shards) adds nothing: its parent records the command.
+    """
     commands: list[str] = []
     if path.is_file():
         try:
             commands = list(json.loads(path.read_text(encoding="utf-8")).get("commands", []))
         except (OSError, json.JSONDecodeError):
             commands = []
-    command = " ".join(shlex.quote(c) for c in study.command)
-    if command and (not commands or commands[-1] != command) and not os.environ.get(_SHARD_CHILD):
-        commands.append(command)
+    text = " ".join(shlex.quote(c) for c in command)
+    if text and (not commands or commands[-1] != text) and not os.environ.get(_SHARD_CHILD):
+        commands.append(text)
+    return commands
+
+
+def _write_study_json(study: Study) -> None:
+    """OUT/study.json: the shared settings, their fingerprint, and every command that trained here."""
+    path = study.out / "study.json"
+    commands = commands_with(path, study.command)
     data = {
         "preset": str(study.preset), "commands": commands, "fingerprint": study.fingerprint,
         "variants": study.settings["variants"], "overrides": [f"--{k} {v}" for k, v in study.overrides],

@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -22,3 +25,15 @@ def tiny_preset(tmp_path, study_data):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(preset, sort_keys=False))
     return path
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ablate.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_ablate(*args: str) -> int:
+    """scripts/ablate.py's main() in this process, with these arguments."""
+    spec = importlib.util.spec_from_file_location("ablate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(args))

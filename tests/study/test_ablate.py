@@ -4,24 +4,15 @@ variants, and a diverging variant as a row of the table rather than a crash of t
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from detector.study.report import PLOTS, RESULT_COLUMNS
+from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.runner import StudyError, build_study, run_study
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ablate.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _ablate(*args: str) -> int:
-    spec = importlib.util.spec_from_file_location("ablate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -35,7 +26,7 @@ def test_study_writes_table_and_plots_skips_finished_and_records_divergence(tiny
     out = tmp_path / "out"
     # 3 steps, 2 validations: Lightning validates at step 2, the recorder at the last step (3)
     common = ("--preset", str(tiny_preset), "--out", str(out), "--max-steps", "3", "--evals", "2")
-    assert _ablate(*common, "--variants", "ce_prior,focal_g2_a0.25", "--no-report") == 0
+    assert run_ablate(*common, "--variants", "ce_prior,focal_g2_a0.25", "--no-report") == 0
 
     rows = _rows(out)
     assert list(rows) == ["ce_prior", "focal_g2_a0.25"]
@@ -68,7 +59,7 @@ def test_study_writes_table_and_plots_skips_finished_and_records_divergence(tiny
 
     # a rerun skips the finished variants; a variant forced to diverge becomes a row
     capsys.readouterr()
-    assert _ablate(*common, "--variants", "ce_prior,focal_g2_a0.25,ce_no_prior+lr1e30") == 0
+    assert run_ablate(*common, "--variants", "ce_prior,focal_g2_a0.25,ce_no_prior+lr1e30") == 0
     log = capsys.readouterr().out
     assert "ce_prior: finished before, skipped" in log and "focal_g2_a0.25: finished before, skipped" in log
     assert {v: (out / "runs" / v / "result.json").stat().st_mtime_ns for v in done} == done

@@ -5,7 +5,6 @@ the best-of-grid and tie rules by hand, and the preset end to end at a handful o
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,19 +19,11 @@ from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.retinanet import guided_loss_scaling
 from detector.study.lab import LabError, build_lab
 from detector.study.lab_report import RUN_COLUMNS, best_cells, gap
+from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.runner import PRESET_DIR, Study, StudyError
 from detector.study.variants import parse_variant
 from tests.conftest import write_tiny_synthetic
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ablate.py"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _ablate(*args: str) -> int:
-    spec = importlib.util.spec_from_file_location("ablate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +199,7 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
     args = ("--preset", str(tiny_lab_preset), "--out", str(out), "--levels", "dense,sparse",
             "--variants", "ce_prior,focal_g2_a0.25", "--lrs", "0.002", "--optimizers", "adamw", "--seeds", "0",
             "--max-steps", "3", "--evals", "1")  # fmt: skip
-    assert _ablate(*args) == 0
+    assert run_ablate(*args) == 0
 
     with open(out / "results.csv", newline="") as f:
         reader = csv.DictReader(f)

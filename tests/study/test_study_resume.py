@@ -16,7 +16,7 @@ import yaml
 
 from tests.reliability.helpers import REPO, Throttle, load, script_env, wait_for_checkpoints
 
-from .test_ablate import SCRIPT, _ablate
+from .conftest import SCRIPT, run_ablate
 
 VARIANT = "ce_prior"
 
@@ -53,7 +53,7 @@ def test_a_killed_study_resumes_its_variant_and_ends_as_if_never_killed(throttle
     common = ["--preset", str(throttled_preset), "--variants", VARIANT, "--max-steps", "6", "--evals", "3",
               "--no-report"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert _ablate(*common, "--out", str(ref)) == 0
+    assert run_ablate(*common, "--out", str(ref)) == 0
 
     last = killed / "runs" / VARIANT / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *common, "--out", str(killed)], cwd=REPO,
@@ -70,7 +70,7 @@ def test_a_killed_study_resumes_its_variant_and_ends_as_if_never_killed(throttle
     assert at_kill in (2, 4), at_kill  # mid-epoch (2) or at an epoch's end (4)
 
     capsys.readouterr()
-    assert _ablate(*common, "--out", str(killed)) == 0
+    assert run_ablate(*common, "--out", str(killed)) == 0
     assert f"{VARIANT}: resuming from {last}" in capsys.readouterr().out
 
     run_ref, run_killed = ref / "runs" / VARIANT, killed / "runs" / VARIANT
