@@ -1,6 +1,6 @@
 """The loss study: train the variants of a preset one after another and write the table and plots.
 
-    python scripts/ablate.py --preset quick --out docs/ablation/quick          # ~25 min on a 2-core CPU
+    python scripts/ablate.py --preset quick --out docs/ablation/quick          # its time: docs/benchmarks.md
     python scripts/ablate.py --preset quick --variants ce_prior,focal_g2_a0.25 --max-steps 100 --out /tmp/q
     python scripts/ablate.py --preset voc --out runs/ablation/voc                # one GPU
     python scripts/ablate.py --preset voc --out runs/ablation/voc --gpus 0,1,2,3 # one process per GPU

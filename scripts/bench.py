@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of this project next to torchvision's RetinaNet, and against the machine's limit.
 
-    python scripts/bench.py --out bench.json            # full run (~10-20 min on 2 CPU cores)
+    python scripts/bench.py --out bench.json            # full run (slow on a CPU: docs/benchmarks.md)
     python scripts/bench.py --quick --out bench.json    # smaller images and fewer rounds
 
 Writes one JSON object (an entry per benchmark, each with a "ratio", higher is better for this

@@ -58,8 +58,8 @@ def _results_coco(coco_gt: Any, checked: CheckedResults, coco_cls: type) -> Any:
     area = w * h, id = 1..n and iscrowd = 0, the ground truth's images and categories.
 
     Built here rather than through loadRes, which fails on an empty list, mutates the entries
-    it is given and adds a polygon "segmentation" to each (read only by segm evaluation; 40% of
-    the faster backend's time on 100k detections).
+    it is given and adds a polygon "segmentation" to each (read only by segm evaluation, and a
+    large share of the faster backend's time: docs/benchmarks.md, coco_eval).
     """
     boxes = checked.boxes  # (n, 4) XYWH
     with gc_paused():

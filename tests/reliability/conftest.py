@@ -9,7 +9,7 @@ def one_thread():
     """One compute thread in these tests, and in their subprocesses (helpers.script_env).
 
     On the 2 shared cores of CI, 2 OpenMP threads per process next to other busy processes make
-    a tiny training step about 10x slower (spin-waiting); the resume test also needs the same thread
+    a tiny training step many times slower (spin-waiting; docs/benchmarks.md); the resume test also needs the same thread
     count in every process it compares (the order of float sums).
     """
     before = torch.get_num_threads()

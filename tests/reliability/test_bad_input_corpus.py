@@ -182,7 +182,7 @@ COCO_CASES = {
     "10,000 x 10,000 px image": Case(images=[(1, "1.jpg", 10_000, 10_000)], anns=[{**BOX, "bbox": [0, 0, 5000, 5000]}],
                                      gt_boxes=1),
 }
-SLOW_CASES = {"10,000 x 10,000 px image"}  # 100 Mpx: ~2 s to write and ~6 s to decode on a busy 2-core CPU
+SLOW_CASES = {"10,000 x 10,000 px image"}  # 100 Mpx: seconds to write and decode (docs/benchmarks.md)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n
