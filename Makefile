@@ -31,7 +31,7 @@ train: setup data/synthetic/train.json
 	$(PY) scripts/evaluate.py --checkpoint $(RUN)/checkpoints/best.ckpt --config configs/synthetic.yaml \
 		--out $(RUN)/metrics.json
 
-# The loss study's quick preset (~28 min on 2 CPU cores): docs/ablation/quick (table and plots).
+# The loss study's quick preset (its time: docs/ablation.md): docs/ablation/quick (table and plots).
 ablate: setup
 	$(PY) scripts/ablate.py --preset quick --out docs/ablation/quick
 
