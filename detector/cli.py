@@ -32,14 +32,12 @@ def run_cli(args: list[str]) -> int:
 
     silence_third_party_noise()
 
-    from .training.callbacks import Checkpoint
-
     class DetectorCLI(LightningCLI):
         """LightningCLI with the checkpoint callback as its own config section, `checkpoint:`,
         so that its folder is overridable on the command line (--checkpoint.dirpath DIR)."""
 
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_lightning_class_args(Checkpoint, "checkpoint")
+            add_checkpoint_section(parser)
 
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
@@ -69,3 +67,33 @@ def run_cli(args: list[str]) -> int:
             print(f"error: training stopped: {err}; the last good checkpoint is kept", file=sys.stderr)
             return 3
     return 0
+
+
+def add_checkpoint_section(parser) -> None:
+    """The checkpoint callback as its own config section, `checkpoint:` (--checkpoint.dirpath DIR)."""
+    from .training.callbacks import Checkpoint
+
+    parser.add_lightning_class_args(Checkpoint, "checkpoint")
+
+
+def training_parser():
+    """A jsonargparse parser of the training config that run_cli reads (seed_everything, trainer,
+    model, data, checkpoint), with its types and without a subcommand: for checking config edits
+    before a training starts (the study's overrides). Parse errors raise ArgumentError, never exit.
+    """
+    from typing import Union
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    from .training.datamodule import DetectionDataModule
+    from .training.module import RetinaNetModule
+
+    parser = LightningArgumentParser(exit_on_error=False, parser_mode="yaml")
+    # the sections LightningCLI adds (add_default_arguments_to_parser, add_core_arguments_to_parser)
+    parser.add_argument("--seed_everything", type=Union[bool, int], default=0)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.add_lightning_class_args(RetinaNetModule, "model")
+    parser.add_lightning_class_args(DetectionDataModule, "data")
+    add_checkpoint_section(parser)
+    return parser

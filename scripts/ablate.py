@@ -22,7 +22,7 @@ Your own data, with any preset's recipe: pass the data module's settings, as for
         --data.dataset coco --data.root /data/mine --data.train_ann train.json --data.val_ann val.json \\
         --data.train_images images --data.val_images images
     python scripts/ablate.py --preset voc --out runs/ablation/mine_voc \\
-        --data.dataset voc --data.root /data/MyVOC --data.voc_train_years '[2007]' --data.voc_val_year 2007 \\
+        --data.dataset voc --data.root /data/MyVOC --data.voc_train_years '["2007"]' --data.voc_val_year 2007 \\
         --data.voc_val_set val --data.classes '[cat, dog]'
 
 Variant names (detector/study/variants.py): ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>],

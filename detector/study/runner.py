@@ -39,10 +39,13 @@ report when all are done.
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -144,30 +147,80 @@ def load_preset(preset: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
-    """`--section.key VALUE` / `--section.key=VALUE` pairs; values are read as YAML ("[a, b]", "null", "1e-3")."""
-    pairs, i = [], 0
-    while i < len(tokens):
-        token = tokens[i]
-        if not token.startswith("--") or len(token) < 3:
-            raise StudyError(f"unexpected argument {token!r}: config overrides look like --data.root DIR")
-        key, eq, value = token[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(tokens):
-                raise StudyError(f"{token} needs a value")
-            value = tokens[i + 1]
-            i += 1
-        i += 1
-        if key.split(".")[0] not in TRAIN_SECTIONS:
-            raise StudyError(f"--{key}: overrides start with one of {', '.join(TRAIN_SECTIONS)}")
-        for managed, instead in MANAGED_KEYS.items():
-            if key == managed or key.startswith(managed + "."):
-                raise StudyError(f"--{key} is set by the study; use {instead}")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed = value
-        pairs.append((key, parsed))
+    """(dotted key, typed value) of `--section.key VALUE` / `--section.key=VALUE` tokens, read by the
+    training config's own jsonargparse parser (detector.cli.training_parser): a key the config lacks,
+    a value of the wrong type or a key the study sets itself is a one-line StudyError."""
+    if not tokens:
+        return []  # no Lightning import for a study without overrides
+    from jsonargparse import ArgumentError, Namespace
+
+    parser = _override_parser()
+    try:
+        given = parser.parse_args(list(tokens), defaults=False)
+    except ArgumentError as err:
+        raise StudyError(_override_error(str(err), parser)) from None
+    pairs = [(key, _plain(value, Namespace)) for key, value in given.items(branches=False)]
+    for key, _ in pairs:
+        if _managed(key):
+            raise StudyError(_managed(key))
     return pairs
+
+
+@functools.lru_cache(maxsize=1)
+def _override_parser():
+    from ..cli import training_parser
+    from ..quiet import silence_third_party_noise
+
+    silence_third_party_noise()
+    return training_parser()
+
+
+def _plain(value: Any, namespace: type) -> Any:
+    """A parsed value as the YAML/JSON of a config file holds it (class specs inside lists are Namespaces)."""
+    if isinstance(value, namespace):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, namespace) for v in value]
+    return value
+
+
+def _managed(key: str) -> str | None:
+    """The refusal of a key the study sets itself, or None."""
+    for managed, instead in MANAGED_KEYS.items():
+        if key == managed or key.startswith(managed + "."):
+            return f"--{key} is set by the study; use {instead}"
+    return None
+
+
+def _override_error(message: str, parser) -> str:
+    """jsonargparse's (multi-line) parse error as one line that names the option."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    first = lines[0] if lines else "cannot parse the overrides"
+    bad_value = re.match(r'Parser key "([^"]+)"', first)
+    if bad_value:
+        key = bad_value.group(1)
+        if _managed(key):
+            return _managed(key)
+        reason = next((line for line in lines[1:] if line.lstrip("- ").startswith("Expected")), None)
+        reason = (reason or (lines[1] if len(lines) > 1 else "bad value")).lstrip("- ")
+        return f"--{key}: bad value ({reason})"
+    unknown = re.match(r"unrecognized arguments: (\S+)", first)
+    if unknown:
+        token = unknown.group(1)
+        if not token.startswith("--"):
+            return f"unexpected argument {token!r}: config overrides look like --data.root DIR"
+        key = token[2:].partition("=")[0]
+        if key.split(".")[0] not in TRAIN_SECTIONS:
+            return f"--{key}: overrides start with one of {', '.join(TRAIN_SECTIONS)}"
+        if _managed(key):
+            return _managed(key)
+        close = difflib.get_close_matches(key, list(parser.get_defaults().keys()), n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        return f"--{key}: no such setting in the training config{hint}"
+    no_value = re.match(r"argument (--\S+): expected one argument", first)
+    if no_value:
+        return f"{no_value.group(1)} needs a value"
+    return f"config overrides: {first}"
 
 
 def set_key(config: dict, dotted: str, value: Any) -> None:

@@ -49,8 +49,9 @@ def test_labelled_departures_and_paper_numbers():
 
 def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, tmp_path):
     pairs = parse_overrides(["--data.dataset", "coco", "--data.root=/data/mine",
-                             "--data.voc_train_years", "[2007, 2012]"])
-    assert pairs == [("data.dataset", "coco"), ("data.root", "/data/mine"), ("data.voc_train_years", [2007, 2012])]
+                             "--data.voc_train_years", '["2007", "2012"]', "--model.lr", "1e-3"])
+    assert pairs == [("data.dataset", "coco"), ("data.root", "/data/mine"), ("data.voc_train_years", ["2007", "2012"]),
+                     ("model.lr", 0.001)]  # typed by the schema: YAML alone reads "1e-3" as a string
     for managed in ("--trainer.max_steps", "--model.detector.gamma", "--model.milestones"):
         with pytest.raises(StudyError, match="set by the study"):
             parse_overrides([managed, "1"])
@@ -69,6 +70,24 @@ def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, t
         assert config["trainer"]["callbacks"][0]["class_path"] == "detector.study.recorder.StudyRecorder"
     assert ce["model"]["detector"]["prior_prob"] is None and ce["trainer"]["gradient_clip_val"] is None
     assert focal["model"]["detector"]["gamma"] == 2.0 and focal["trainer"]["gradient_clip_val"] == 10.0
+
+
+@pytest.mark.parametrize(
+    "tokens, named",
+    [
+        (["--data.batchsize", "4"], "--data.batchsize: no such setting.*did you mean --data.batch_size"),
+        (["--data.batch_size", "four"], "--data.batch_size: bad value.*int.*four"),
+        (["--data.batch_size=4", "--model.lr", "fast"], "--model.lr: bad value.*float.*fast"),
+        # the training config reads years as strings: LightningCLI would refuse this list when the variant starts
+        (["--data.voc_train_years", "[2007, 2012]"], "--data.voc_train_years: bad value"),
+        (["--data.batch_size"], "--data.batch_size needs a value"),
+        (["data/mine"], "unexpected argument 'data/mine'"),
+    ],
+)
+def test_overrides_are_checked_against_the_training_config(tokens, named):
+    with pytest.raises(StudyError, match=named) as err:
+        parse_overrides(tokens)
+    assert "\n" not in str(err.value)
 
 
 def test_loss_cdf_and_concentration_by_hand():
