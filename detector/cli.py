@@ -51,7 +51,30 @@ def run_cli(args: list[str]) -> int:
             ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt_path):
                 check_training_checkpoint(ckpt_path)
+                self._parse_ckpt_hparams(ckpt_path, subcommand)
+                return
             super()._parse_ckpt_path()
+
+        def _parse_ckpt_hparams(self, ckpt_path, subcommand: str) -> None:
+            # Lightning's own reading of the checkpoint's hyperparameters, but a checkpoint written
+            # before a model setting was removed still resumes (RetinaNetConfig.from_dict's rule)
+            import torch
+
+            from .model.config import without_removed_keys
+
+            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            hparams.pop("_instantiator", None)
+            if isinstance(hparams.get("detector"), dict):
+                hparams["detector"] = without_removed_keys(hparams["detector"])
+            if not hparams:
+                return
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+            except SystemExit:
+                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+                raise
 
     from .training.datamodule import DetectionDataModule
     from .training.module import NonFiniteLossStop, RetinaNetModule

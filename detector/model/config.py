@@ -77,7 +77,7 @@ class RetinaNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RetinaNetConfig":
-        data = {k: v for k, v in data.items() if not (k in _REMOVED_KEYS and _same(v, _REMOVED_KEYS[k]))}
+        data = without_removed_keys(data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -88,3 +88,12 @@ class RetinaNetConfig:
 
 def _same(value, removed) -> bool:
     return list(value) == removed if isinstance(value, (list, tuple)) else value == removed
+
+
+def without_removed_keys(data: dict) -> dict:
+    """A config dict without the keys the project removed, where they hold their only value.
+
+    Configs and checkpoints written before the removal still load; any other value of such a key
+    stays, and is refused as unknown.
+    """
+    return {k: v for k, v in data.items() if not (k in _REMOVED_KEYS and _same(v, _REMOVED_KEYS[k]))}

@@ -39,6 +39,29 @@ def test_fit_writes_checkpoints_and_resume_continues_the_step_count(tiny_synthet
     assert list(tmp_path.rglob("config.yaml"))
 
 
+def test_a_checkpoint_written_before_a_setting_was_removed_still_resumes(tiny_synthetic, tmp_path):
+    _fit(tiny_synthetic, tmp_path, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2")
+    last = tmp_path / "ckpt" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["detector"]["box_loss_weight"] = 1.0  # a removed key at its only value
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    _fit(tiny_synthetic, tmp_path, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+         "--ckpt_path", str(old))
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+
+    state["hyper_parameters"]["detector"]["box_loss_weight"] = 2.0  # any other value is still refused
+    torch.save(state, old)
+    args = ["fit", "--config", "configs/synthetic.yaml", "--data.root", str(tiny_synthetic),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--checkpoint.dirpath", str(tmp_path / "ckpt"), *TINY, "--trainer.max_steps", "4", "--ckpt_path", str(old)]
+    try:
+        rc = run_cli(args)
+    except SystemExit as err:
+        rc = err.code
+    assert rc != 0
+
+
 class LastCheckpointSteps(L.Callback):
     """Records the global_step stored in last.ckpt each time the file changes, seen before each batch."""
 
