@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import lightning as L
@@ -15,14 +14,7 @@ import detector
 from detector.checkpoint import CheckpointError, read_checkpoint
 from detector.training.reliability import check_training_checkpoint
 from tests.data.fixtures import load_script
-
-
-class Payload:
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.mkdir, (self.marker,)
+from tests.reliability.helpers import Payload
 
 
 @pytest.fixture(scope="module")

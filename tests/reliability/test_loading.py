@@ -11,7 +11,6 @@ Also covered elsewhere (not repeated here):
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -26,17 +25,7 @@ from detector.data.voc import VOCDetection
 from detector.training.datamodule import datamodule_from_config
 from tests.data.fixtures import load_script, make_voc
 
-from .helpers import fit_args, load
-
-
-class Payload:
-    """Unpickling this creates the folder `marker`: the proof that a loader ran code from a file."""
-
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.mkdir, (self.marker,)
+from .helpers import Payload, fit_args, load
 
 
 @pytest.fixture(scope="module")
