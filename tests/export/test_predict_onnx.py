@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections import defaultdict
@@ -13,15 +12,9 @@ import torch
 
 from .helpers import assert_same_detections
 
+from tests.data.fixtures import load_script
+
 pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_detections(path: Path) -> dict[str, dict]:

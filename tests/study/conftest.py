@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -6,6 +5,7 @@ import yaml
 
 from detector.study.runner import PRESET_DIR
 from tests.conftest import write_tiny_synthetic
+from tests.data.fixtures import load_script
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,4 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def run_ablate(*args: str) -> int:
     """scripts/ablate.py's main() in this process, with these arguments."""
-    spec = importlib.util.spec_from_file_location("ablate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
+    return load_script("ablate").main(list(args))
