@@ -451,16 +451,25 @@ def _last_val(run_dir: Path) -> dict[str, Any]:
         "step": int(rows[-1]["step"])}
 
 
+def variant_config_text(study: Study, variant: Variant) -> str:
+    """runs/<variant>/config.yaml's text: a header, then the variant's training config.
+
+    A resume compares it with the file on disk byte for byte: a change here restarts interrupted runs.
+    """
+    config_path = study.run_dir(variant) / "config.yaml"
+    header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {study.preset}).\n"
+              f"# Written by detector.study.runner; train it alone with:\n"
+              f"#   python scripts/train.py fit --config {config_path}\n")
+    return header + yaml.safe_dump(study.variant_config(variant), sort_keys=False)
+
+
 def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train one variant through run_cli and write its result.json; returns the result."""
     from ..cli import run_cli
 
     run_dir = study.run_dir(variant)
     config_path = run_dir / "config.yaml"
-    header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {study.preset}).\n"
-              f"# Written by detector.study.runner; train it alone with:\n"
-              f"#   python scripts/train.py fit --config {config_path}\n")
-    config_text = header + yaml.safe_dump(study.variant_config(variant), sort_keys=False)
+    config_text = variant_config_text(study, variant)
     resume = resume_point(study, variant, config_text)
     if resume is None:
         for stale in (run_dir, study.out / "tb" / variant.name, study.out / "checkpoints" / variant.name):
