@@ -5,7 +5,7 @@ A lab preset (configs/ablation/imbalance.yaml) is a loss-study preset whose `stu
 names, instead of one data set, several imbalance *levels* (synthetic data that differ only in
 how many objects an image holds), several *optimizers* (each with one learning-rate grid, the
 same for every loss, and its recipe's lr) and the *losses* to compare. Every (level, optimizer)
-pair is an ordinary loss study (detector.study.runner.Study) in its own folder, whose variants
+pair is an ordinary loss study (detector.study.plan.Study) in its own folder, whose variants
 are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>` (the best lr
 of each loss on the grid, at the other seeds). Nothing else changes between the rows of a level.
 
@@ -38,12 +38,14 @@ from typing import Any, Callable
 
 import yaml
 
+from .folder import commands_with
+from .lab_report import write_lab_report
+from .overrides import parse_overrides, set_key
+from .plan import Study
+from .presets import TRAIN_SECTIONS, StudyError, preset_path, read_preset
 from .records import write_atomic
-from .runner import (
-    TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, commands_with, load_results,
-    parse_overrides,
-    preset_path, prepare_data, run_variant, set_key,
-)
+from .runner import load_results, prepare_study, run_variant
+from .synthetic_data import prepare_data
 from .variants import Variant, parse_variant
 
 STAGES = ("grid", "seeds", "all")
@@ -135,10 +137,7 @@ def _fmt_lr(lr: float) -> str:
 def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
     """(path, training config, study section) of a lab preset; raises LabError."""
     path = preset_path(preset)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise LabError(f"{path}: cannot read preset ({str(err).splitlines()[0]})") from None
+    data = read_preset(path)
     if not isinstance(data, dict) or not isinstance(data.get("study"), dict):
         raise LabError(f"{path}: a lab preset has a study: section with levels and optimizers")
     study = data["study"]
@@ -154,9 +153,10 @@ def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
 
 def is_lab_preset(preset: str | os.PathLike) -> bool:
     """Whether a preset describes an imbalance lab (its study section has levels)."""
+    path = preset_path(preset)
     try:
-        data = yaml.safe_load(preset_path(preset).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_preset(path)
+    except StudyError:
         return False
     return isinstance(data, dict) and isinstance(data.get("study"), dict) and "levels" in data["study"]
 
@@ -290,8 +290,6 @@ def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]
 def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = None, force: bool = False,
             report: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Train the lab's unfinished runs of a stage (this shard's share), then write the report."""
-    from .lab_report import write_lab_report
-
     if stage not in STAGES:
         raise LabError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
     lab.out.mkdir(parents=True, exist_ok=True)
@@ -310,10 +308,7 @@ def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = Non
         study = lab.cell_study(level, optimizer)
         if (study.run_dir(variant) / "result.json").is_file() and not force:
             continue
-        study.out.mkdir(parents=True, exist_ok=True)
-        _check_same_settings(study)
-        _write_study_json(study)
-        prepare_data(study, log)
+        prepare_study(study, log)
         log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: {study.max_steps} steps "
             f"({len(todo) - 1} more planned)")
         result = run_variant(study, variant, log)
@@ -337,26 +332,5 @@ def _write_lab_json(lab: Lab) -> None:
                                 "*.ckpt\n")
 
 
-def lab_runs(lab: Lab) -> list[dict]:
-    """Every finished run of the lab's levels and optimizers, with its level, optimizer, lr and seed."""
-    rows = []
-    default_seed = int(lab.config.get("seed_everything") or 0)
-    for level in lab.levels:
-        stats = lab.level_stats(level) or {}
-        for optimizer in lab.optimizers:
-            for r in load_results(lab.cell_dir(level, optimizer)):
-                v = parse_variant(r["variant"])
-                rows.append({
-                    **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name,
-                    "lr": v.lr if v.lr is not None else optimizer.recipe_lr,
-                    "seed": v.seed if v.seed is not None else default_seed,
-                    "ratio_anchor": stats.get("negatives_per_positive"),
-                    "ratio_term": stats.get("negative_terms_per_positive_term"),
-                    "steps_budget": level.max_steps, "recipe": math.isclose(
-                        v.lr if v.lr is not None else optimizer.recipe_lr, optimizer.recipe_lr, rel_tol=1e-6),
-                })  # fmt: skip
-    return rows
-
-
-__all__ = ["Lab", "LabError", "Level", "Optimizer", "STAGES", "best_lrs", "build_lab", "is_lab_preset", "lab_runs",
+__all__ = ["Lab", "LabError", "Level", "Optimizer", "STAGES", "best_lrs", "build_lab", "is_lab_preset",
            "load_lab_preset", "measure_level", "planned_runs", "run_lab"]

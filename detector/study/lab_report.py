@@ -1,6 +1,6 @@
 """The imbalance lab's tables and figures, from the runs' result.json files (detector.study.lab).
 
-- results.csv: one row per run, RUN_COLUMNS.
+- results.csv: one row per run (`lab_runs`: each result.json with its level, optimizer, lr, seed), RUN_COLUMNS.
 - summary.md: the levels (measured ratios), then per level and optimizer each loss's best-of-grid
   lr with its AP at every seed and both score thresholds, the recipe-lr row beside it, and the
   gaps AP(focal) - AP(CE), AP(Sampling-Free) - AP(CE) with their seed range and a tie verdict.
@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .records import write_atomic
+from .plots import plot_ap_over_steps, plot_background_scores, plot_loss_cdf, save_figure, variant_colors
+from .records import load_stats, read_columns, read_rows, write_atomic
+from .runner import load_results
 from .variants import parse_variant
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -35,6 +37,28 @@ RUN_COLUMNS: tuple[str, ...] = (
 FOCAL, CE, SAMPLING_FREE = "focal_g2_a0.25", "ce_prior", "sampling_free"
 GAPS: tuple[tuple[str, str, str], ...] = ((FOCAL, CE, "focal − CE"), (SAMPLING_FREE, CE, "Sampling-Free − CE"))
 THRESHOLDS = (("AP", "score ≥ 0.05"), ("AP_low", "score ≥ 0.001"))
+
+
+def lab_runs(lab) -> list[dict]:
+    """Every finished run of the lab's levels and optimizers, with its level, optimizer, lr and seed."""
+    rows = []
+    default_seed = int(lab.config.get("seed_everything") or 0)
+    for level in lab.levels:
+        stats = lab.level_stats(level) or {}
+        for optimizer in lab.optimizers:
+            for r in load_results(lab.cell_dir(level, optimizer)):
+                v = parse_variant(r["variant"])
+                rows.append({
+                    **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name,
+                    "lr": v.lr if v.lr is not None else optimizer.recipe_lr,
+                    "seed": v.seed if v.seed is not None else default_seed,
+                    "ratio_anchor": stats.get("negatives_per_positive"),
+                    "ratio_term": stats.get("negative_terms_per_positive_term"),
+                    "steps_budget": level.max_steps, "recipe": math.isclose(
+                        v.lr if v.lr is not None else optimizer.recipe_lr, optimizer.recipe_lr, rel_tol=1e-6),
+                })  # fmt: skip
+    return rows
+
 
 
 def runs_csv(rows: list[dict]) -> str:
@@ -121,10 +145,7 @@ def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against
 
 def last_gain(val_csv: Path) -> float | None:
     """AP at the last validation minus AP at the one before (None with fewer than two)."""
-    if not val_csv.is_file():
-        return None
-    with open(val_csv, newline="", encoding="utf-8") as f:
-        rows = sorted((int(r["step"]), r["AP"]) for r in csv.DictReader(f) if r.get("AP") not in (None, ""))
+    rows = sorted((int(r["step"]), r["AP"]) for r in read_rows(val_csv) if r.get("AP") not in (None, ""))
     return float(rows[-1][1]) - float(rows[-2][1]) if len(rows) >= 2 else None
 
 
@@ -247,13 +268,11 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
         axes[0].legend(fontsize=8)
     fig.suptitle("Where focal loss beats plain CE: the gap against the imbalance\n(error bars: range over seeds; "
                  "hollow: a grid not complete or one seed only, preliminary)", y=1.04)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
-
-    from .records import read_columns
 
     cells = best_cells(rows)
     fig, axes = plt.subplots(1, len(lab.levels), figsize=(5.5 * len(lab.levels), 4.5), squeeze=False)
@@ -273,13 +292,11 @@ def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("AP over training of the best-of-grid cells (first seed)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_cells(lab, rows: list[dict]) -> None:
     """In each <level>_<optimizer>/ folder: AP over steps, Figure-4 CDF and score histograms of its best cells."""
-    from .report import _colors, load_stats, plot_ap_over_steps, plot_background_scores, plot_loss_cdf
-
     cells = best_cells(rows)
     for level in lab.levels:
         for optimizer in lab.optimizers:
@@ -292,23 +309,15 @@ def plot_cells(lab, rows: list[dict]) -> None:
                 continue
             folder = lab.cell_dir(level, optimizer)
             stats = load_stats(folder, best)
-            colors = _colors(best)
+            colors = variant_colors(best)
             plot_ap_over_steps(folder, best, colors)
             plot_loss_cdf(folder, best, stats)
             plot_background_scores(folder, best, stats, colors)
 
 
-def _save(fig, path: Path) -> None:
-    from .report import _save as save
-
-    save(fig, path)
-
-
 def write_lab_report(lab, plots: bool = True) -> list[dict]:
     """results.csv and summary.md (and, with plots, every figure); returns the runs."""
     import matplotlib
-
-    from .lab import lab_runs
 
     matplotlib.use("Agg")
     rows = lab_runs(lab)

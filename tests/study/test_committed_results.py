@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.study import build_study
 from detector.study.lab import build_lab
+from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
 from detector.study.variants import parse_variant
 from tests.data.fixtures import load_script

@@ -20,7 +20,8 @@ from detector.model.retinanet import guided_loss_scaling
 from detector.study.lab import LabError, build_lab
 from detector.study.lab_report import RUN_COLUMNS, best_cells, gap
 from tests.study.conftest import PNG_MAGIC, run_ablate
-from detector.study.runner import PRESET_DIR, Study, StudyError
+from detector.study.plan import Study
+from detector.study.presets import PRESET_DIR, StudyError
 from detector.study.variants import parse_variant
 from tests.conftest import write_tiny_synthetic
 
