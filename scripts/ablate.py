@@ -7,9 +7,9 @@
     python scripts/ablate.py --preset quick --out docs/ablation/quick --report-only
     python scripts/ablate.py --list
 
-The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py): focal loss against
-plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one lr grid for
-every loss, the best cells at two seeds. Resumable, and runnable in parts:
+The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py, lab_runner.py): focal
+loss against plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one
+lr grid for every loss, the best cells at two seeds. Resumable, and runnable in parts:
 
     python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance                   # everything
     python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance --optimizers adamw --levels dense
@@ -94,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.cli import one_line_errors
     from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
-    from detector.study.report import write_report
-    from detector.study.lab import LabError, build_lab, is_lab_preset, run_lab
-    from detector.study.lab_report import write_lab_report
     from detector.study.folder import check_same_settings
+    from detector.study.lab import LabError, build_lab, is_lab_preset
+    from detector.study.lab_report import write_lab_report
+    from detector.study.lab_runner import run_lab
     from detector.study.presets import PRESET_DIR
+    from detector.study.report import write_report
     from detector.study.runner import prepare_study
     from detector.study.shards import launch_shards
 
