@@ -48,13 +48,15 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     monkeypatch.chdir(REPO)
     cell = run.parent.parent
     args, overrides = _args(cell.parent / "lab.json")
-    lab = build_lab(args.preset, args.out, levels=args.levels, optimizers=args.optimizers, losses=args.variants,
-                    lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides)
+    # every level and optimizer: the last command may have run a part of the lab, not this cell
+    lab = build_lab(args.preset, args.out, lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals,
+                    overrides=overrides)
     study = next(lab.cell_study(lv, opt) for lv in lab.levels for opt in lab.optimizers
                  if lab.cell_dir(lv, opt) == cell)
     assert study.fingerprint == json.loads((run / "result.json").read_text(encoding="utf-8"))["fingerprint"]
     # the header names the preset by the path the study was started with (another checkout's)
-    study = dataclasses.replace(study, preset=Path(json.loads((cell / "study.json").read_text())["preset"]))
+    preset = json.loads((cell / "study.json").read_text(encoding="utf-8"))["preset"]
+    study = dataclasses.replace(study, preset=Path(preset))
     assert variant_config_text(study, parse_variant(run.name)) == (run / "config.yaml").read_text(encoding="utf-8")
 
 
