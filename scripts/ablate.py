@@ -7,9 +7,9 @@
     python scripts/ablate.py --preset quick --out docs/ablation/quick --report-only
     python scripts/ablate.py --list
 
-The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py): focal loss against
-plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one lr grid for
-every loss, the best cells at two seeds. Resumable, and runnable in parts:
+The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py, lab_runner.py): focal
+loss against plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one
+lr grid for every loss, the best cells at two seeds. Resumable, and runnable in parts:
 
     python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance                   # everything
     python scripts/ablate.py --preset imbalance --out docs/ablation/imbalance --optimizers adamw --levels dense
@@ -94,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.cli import one_line_errors
     from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
-    from detector.study.report import write_report
-    from detector.study.lab import LabError, build_lab, is_lab_preset, run_lab
+    from detector.study.folder import check_same_settings
+    from detector.study.lab import LabError, build_lab, is_lab_preset
     from detector.study.lab_report import write_lab_report
-    from detector.study.runner import PRESET_DIR, _check_same_settings, _write_study_json, launch_shards, prepare_data
+    from detector.study.lab_runner import run_lab
+    from detector.study.presets import PRESET_DIR
+    from detector.study.report import write_report
+    from detector.study.runner import prepare_study
+    from detector.study.shards import launch_shards
 
     if args.list:
         print("variants (all):", ", ".join(ALL_VARIANTS))
@@ -113,16 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                 image_size=args.image_size, overrides=overrides, command=["python", "scripts/ablate.py", *argv],
             )  # fmt: skip
             if args.report_only:
-                _check_same_settings(study)  # the header describes the settings: they must be the folder's
+                check_same_settings(study)  # the header describes the settings: they must be the folder's
                 write_report(out, load_results(out), study)
                 print(f"[study] table: {out / 'results.md'}")
                 return 0
             if args.gpus:
                 gpus = [g for g in args.gpus.split(",") if g.strip()]
-                out.mkdir(parents=True, exist_ok=True)
-                _check_same_settings(study)
-                _write_study_json(study)
-                prepare_data(study)  # once, before the shards start
+                prepare_study(study)  # once, before the shards start
                 status = launch_shards(__file__, _without(argv, "--gpus"), gpus, out)
                 write_report(out, load_results(out), study)
                 print(f"[study] table: {out / 'results.md'}")

@@ -5,14 +5,11 @@ A lab preset (configs/ablation/imbalance.yaml) is a loss-study preset whose `stu
 names, instead of one data set, several imbalance *levels* (synthetic data that differ only in
 how many objects an image holds), several *optimizers* (each with one learning-rate grid, the
 same for every loss, and its recipe's lr) and the *losses* to compare. Every (level, optimizer)
-pair is an ordinary loss study (detector.study.runner.Study) in its own folder, whose variants
+pair is an ordinary loss study (detector.study.plan.Study) in its own folder, whose variants
 are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>` (the best lr
 of each loss on the grid, at the other seeds). Nothing else changes between the rows of a level.
 
-Stages: `grid` trains every (loss, lr) at the first seed; `seeds` trains each loss's best-of-grid
-lr at the other seeds once its grid is complete; `all` does both. Finished runs are skipped and
-a killed run resumes from its last checkpoint (the runner's rules), so the lab can be run in parts:
-a level, an optimizer or a shard (`i/n` of the ordered run list) at a time.
+How the lab runs (stages, levels measured, shards): detector.study.lab_runner.
 
 Output folder OUT:
 
@@ -30,23 +27,16 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import yaml
-
-from .records import write_atomic
-from .runner import (
-    TRAIN_SECTIONS, Study, StudyError, _check_same_settings, _write_study_json, commands_with, load_results,
-    parse_overrides,
-    preset_path, prepare_data, run_variant, set_key,
-)
+from .overrides import parse_overrides, set_key
+from .plan import Study
+from .presets import TRAIN_SECTIONS, StudyError, preset_path, read_preset
 from .variants import Variant, parse_variant
 
-STAGES = ("grid", "seeds", "all")
 LAB_KEYS = ("levels", "optimizers", "losses", "seeds", "synthetic", "evals", "milestone_fractions", "stats_images",
             "gammas", "save_models", "low_score_thresh")
 
@@ -121,10 +111,10 @@ class Lab:
 
     def grid_variants(self, optimizer: Optimizer) -> list[Variant]:
         """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
-        return [parse_variant(f"{loss}+lr{_fmt_lr(lr)}") for loss in self.losses for lr in optimizer.lrs]
+        return [parse_variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in optimizer.lrs]
 
 
-def _fmt_lr(lr: float) -> str:
+def fmt_lr(lr: float) -> str:
     return f"{lr:g}".replace("e-0", "e-")
 
 
@@ -135,10 +125,7 @@ def _fmt_lr(lr: float) -> str:
 def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
     """(path, training config, study section) of a lab preset; raises LabError."""
     path = preset_path(preset)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise LabError(f"{path}: cannot read preset ({str(err).splitlines()[0]})") from None
+    data = read_preset(path)
     if not isinstance(data, dict) or not isinstance(data.get("study"), dict):
         raise LabError(f"{path}: a lab preset has a study: section with levels and optimizers")
     study = data["study"]
@@ -154,9 +141,10 @@ def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
 
 def is_lab_preset(preset: str | os.PathLike) -> bool:
     """Whether a preset describes an imbalance lab (its study section has levels)."""
+    path = preset_path(preset)
     try:
-        data = yaml.safe_load(preset_path(preset).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_preset(path)
+    except StudyError:
         return False
     return isinstance(data, dict) and isinstance(data.get("study"), dict) and "levels" in data["study"]
 
@@ -217,146 +205,4 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     return lab
 
 
-# ---------------------------------------------------------------------------------------------
-# Running.
-
-
-def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) -> dict:
-    """The level's anchor statistics (cached in OUT/levels/<level>.json with the data's knobs)."""
-    from .anchor_stats import anchor_statistics
-
-    stats = lab.level_stats(level)
-    if stats is not None and stats.get("synthetic") == lab.synthetic(level):
-        return stats
-    probe = Study(preset=lab.preset, config=lab.level_config(level), out=lab.out / "levels",
-                  settings={"synthetic": lab.synthetic(level)})
-    prepare_data(probe, log)
-    folder = lab.out / "levels"
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / f"{level.name}.yaml"
-    write_atomic(config_path, yaml.safe_dump(lab.level_config(level), sort_keys=False))
-    log(f"[lab] level {level.name}: counting positive and negative anchors of the val split")
-    stats = {**anchor_statistics(config_path, progress=False), "level": level.name, "synthetic": lab.synthetic(level)}
-    write_atomic(folder / f"{level.name}.json", json.dumps(stats, indent=2) + "\n")
-    log(f"[lab] level {level.name}: {stats['boxes_per_image']:.2f} objects an image, 1 positive anchor in "
-        f"{stats['negatives_per_positive'] + 1:,.0f}, foreground fraction {stats['foreground_fraction']:.2e}")
-    return stats
-
-
-def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
-    """Each loss's best grid lr (by AP at the usual threshold, first seed), once its grid is complete.
-
-    A diverged run counts as AP -1; ties go to the smaller lr.
-    """
-    study = lab.cell_study(level, optimizer)
-    results = {r["variant"]: r for r in load_results(study.out)}
-    best: dict[str, float] = {}
-    for loss in lab.losses:
-        scores = []
-        for lr in optimizer.lrs:
-            r = results.get(parse_variant(f"{loss}+lr{_fmt_lr(lr)}").name)
-            if r is None:
-                break
-            scores.append((-1.0 if r.get("diverged") or r.get("AP") is None else float(r["AP"]), -lr, lr))
-        else:
-            best[loss] = max(scores)[2]
-    return best
-
-
-def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]:
-    best = best_lrs(lab, level, optimizer)
-    return [parse_variant(f"{loss}+lr{_fmt_lr(best[loss])}+seed{seed}") for loss in lab.losses if loss in best
-            for seed in lab.seeds[1:]]
-
-
-def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]:
-    """The runs of a stage in order: optimizer by optimizer, level by level (the preset's order).
-
-    Within a level: the recipe lr of every loss first, then the rest of the grid, then the best
-    lrs at the other seeds, which are known only once the level's grid is complete.
-    """
-    runs = []
-    for optimizer in lab.optimizers:
-        grid = sorted(lab.grid_variants(optimizer),
-                      key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
-        for level in lab.levels:
-            if stage in ("grid", "all"):
-                runs += [(level, optimizer, v) for v in grid]
-            if stage in ("seeds", "all"):
-                runs += [(level, optimizer, v) for v in seed_variants(lab, level, optimizer)]
-    return runs
-
-
-def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = None, force: bool = False,
-            report: bool = True, log: Callable[[str], None] = print) -> list[dict]:
-    """Train the lab's unfinished runs of a stage (this shard's share), then write the report."""
-    from .lab_report import write_lab_report
-
-    if stage not in STAGES:
-        raise LabError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    lab.out.mkdir(parents=True, exist_ok=True)
-    _write_lab_json(lab)
-    for level in lab.levels:
-        measure_level(lab, level, log)
-    attempted: set[tuple[str, str, str]] = set()
-    while True:  # planned again after every run: a cell's seeds join the plan once its grid is complete
-        runs = planned_runs(lab, stage)
-        mine = runs if shard is None else runs[shard[0]::shard[1]]
-        todo = [(lv, opt, v) for lv, opt, v in mine if (lv.name, opt.name, v.name) not in attempted]
-        if not todo:
-            break
-        level, optimizer, variant = todo[0]
-        attempted.add((level.name, optimizer.name, variant.name))
-        study = lab.cell_study(level, optimizer)
-        if (study.run_dir(variant) / "result.json").is_file() and not force:
-            continue
-        study.out.mkdir(parents=True, exist_ok=True)
-        _check_same_settings(study)
-        _write_study_json(study)
-        prepare_data(study, log)
-        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: {study.max_steps} steps "
-            f"({len(todo) - 1} more planned)")
-        result = run_variant(study, variant, log)
-        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: "
-            + (f"diverged at step {result['diverged_step']}" if result["diverged"] else
-               f"AP {result['AP']:.3f} (at {lab.settings['low_score_thresh']}: {result.get('AP_low', float('nan')):.3f})")
-            + f", {result['minutes']:.1f} min")
-        write_lab_report(lab, plots=False)
-    return write_lab_report(lab, plots=report)
-
-
-def _write_lab_json(lab: Lab) -> None:
-    path = lab.out / "lab.json"
-    commands = commands_with(path, lab.command)
-    data = {"preset": str(lab.preset), "commands": commands, "study": lab.settings,
-            "overrides": [f"--{k} {v}" for k, v in lab.overrides]}
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-    gitignore = lab.out / ".gitignore"
-    if not gitignore.exists():
-        write_atomic(gitignore, "# trained models and resume points: large, and remade by the lab\ncheckpoints/\n"
-                                "*.ckpt\n")
-
-
-def lab_runs(lab: Lab) -> list[dict]:
-    """Every finished run of the lab's levels and optimizers, with its level, optimizer, lr and seed."""
-    rows = []
-    default_seed = int(lab.config.get("seed_everything") or 0)
-    for level in lab.levels:
-        stats = lab.level_stats(level) or {}
-        for optimizer in lab.optimizers:
-            for r in load_results(lab.cell_dir(level, optimizer)):
-                v = parse_variant(r["variant"])
-                rows.append({
-                    **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name,
-                    "lr": v.lr if v.lr is not None else optimizer.recipe_lr,
-                    "seed": v.seed if v.seed is not None else default_seed,
-                    "ratio_anchor": stats.get("negatives_per_positive"),
-                    "ratio_term": stats.get("negative_terms_per_positive_term"),
-                    "steps_budget": level.max_steps, "recipe": math.isclose(
-                        v.lr if v.lr is not None else optimizer.recipe_lr, optimizer.recipe_lr, rel_tol=1e-6),
-                })  # fmt: skip
-    return rows
-
-
-__all__ = ["Lab", "LabError", "Level", "Optimizer", "STAGES", "best_lrs", "build_lab", "is_lab_preset", "lab_runs",
-           "load_lab_preset", "measure_level", "planned_runs", "run_lab"]
+__all__ = ["Lab", "LabError", "Level", "Optimizer", "build_lab", "fmt_lr", "is_lab_preset", "load_lab_preset"]

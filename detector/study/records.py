@@ -1,15 +1,18 @@
 """The study's record files: CSV tables written atomically (detector.io) and read back.
 
-A run's train.csv and val.csv (written by the recorder), results.csv (the report), read by the
-runner and the plots. No Lightning here: the report and the lab read records without it.
+A run's train.csv, val.csv and stats.json (written by the recorder), results.csv (the report),
+read by the runner (a run's row of the table), the report and the plots. No Lightning here: the
+report and the lab read records without it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +20,8 @@ from ..io import write_atomic
 
 #: The COCO numbers a study's tables carry for each run (pycocotools' first six).
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: The final losses are the mean of the last this-many training steps.
+FINAL_LOSS_WINDOW = 20
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
@@ -45,4 +50,34 @@ def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
 
 
-__all__ = ["METRICS", "read_columns", "read_rows", "write_atomic", "write_csv"]
+def final_losses(run_dir: Path) -> dict[str, float | None]:
+    """final_loss_cls and final_loss_box of a run: the mean of its last FINAL_LOSS_WINDOW steps in train.csv."""
+    rows = read_rows(run_dir / "train.csv")
+    out: dict[str, float | None] = {}
+    for key in ("loss_cls", "loss_box"):
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "")][-FINAL_LOSS_WINDOW:]
+        out[f"final_{key}"] = round(sum(values) / len(values), 5) if values else None
+    return out
+
+
+def last_validation(run_dir: Path) -> dict[str, Any]:
+    """The METRICS and the step of a run's last row in val.csv ({} before its first validation)."""
+    rows = read_rows(run_dir / "val.csv")
+    if not rows:
+        return {}
+    return {k: (float(rows[-1][k]) if rows[-1].get(k) not in (None, "") else None) for k in METRICS} | {
+        "step": int(rows[-1]["step"])}
+
+
+def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
+    """{variant: its runs/<variant>/stats.json} for the results that have one."""
+    stats = {}
+    for r in results:
+        path = Path(out) / "runs" / r["variant"] / "stats.json"
+        if path.is_file():
+            stats[r["variant"]] = json.loads(path.read_text(encoding="utf-8"))
+    return stats
+
+
+__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "final_losses", "last_validation", "load_stats", "read_columns",
+           "read_rows", "write_atomic", "write_csv"]

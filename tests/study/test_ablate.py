@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from detector.study.report import PLOTS, RESULT_COLUMNS
+from detector.study import StudyError, build_study, run_study
+from detector.study.folder import write_study_json
+from detector.study.plots import PLOTS
+from detector.study.report import RESULT_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
-from detector.study.runner import StudyError, build_study, run_study
 
 
 
@@ -78,9 +80,7 @@ def test_an_output_folder_keeps_one_set_of_settings(tiny_preset, tmp_path):
     out = tmp_path / "out"
     study, _ = build_study(tiny_preset, out, variants="ce_prior", max_steps=3)
     out.mkdir()
-    from detector.study.runner import _write_study_json
-
-    _write_study_json(study)
+    write_study_json(study)
     other, variants = build_study(tiny_preset, out, variants="ce_prior", max_steps=4)
     with pytest.raises(StudyError, match="other settings.*max_steps"):
         run_study(other, variants)  # refused before anything trains

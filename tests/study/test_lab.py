@@ -1,4 +1,4 @@
-"""The imbalance lab (detector/study/lab.py, lab_report.py; scripts/ablate.py --preset imbalance):
+"""The imbalance lab (detector/study/lab*.py; scripts/ablate.py --preset imbalance):
 Sampling-Free's loss scaling and its variants, the anchor counts against torchvision's Matcher,
 the best-of-grid and tie rules by hand, and the preset end to end at a handful of steps."""
 
@@ -18,9 +18,11 @@ from torchvision.ops import box_iou
 from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.retinanet import guided_loss_scaling
 from detector.study.lab import LabError, build_lab
-from detector.study.lab_report import RUN_COLUMNS, best_cells, gap
+from detector.study.lab_cells import best_cells, gap
+from detector.study.lab_report import RUN_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
-from detector.study.runner import PRESET_DIR, Study, StudyError
+from detector.study.plan import Study
+from detector.study.presets import PRESET_DIR, StudyError
 from detector.study.variants import parse_variant
 from tests.conftest import write_tiny_synthetic
 

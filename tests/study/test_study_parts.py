@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detector.study.runner import StudyError, build_study, parse_overrides
+from detector.study import StudyError, build_study
+from detector.study.overrides import parse_overrides
 from detector.study.stats import anchor_losses, loss_cdf, summarize, top_share
 from detector.study.variants import ALL_VARIANTS, VariantError, parse_variant, parse_variants
 

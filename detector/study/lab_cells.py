@@ -1,0 +1,87 @@
+"""The imbalance lab's comparisons: each loss's best-of-grid cell, and the gap between two cells.
+
+A cell is one (level, optimizer, loss): its best lr on the grid (by the first seed's AP at the
+0.05 score threshold; ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr
+run beside it. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
+when its size is not larger than the seed spread: the larger of the two losses' AP ranges over the
+seeds (max - min). With one seed there is no spread, and the verdict says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .variants import parse_variant
+
+#: The comparisons of the gap figure: (loss, against), by their study names.
+FOCAL, CE, SAMPLING_FREE = "focal_g2_a0.25", "ce_prior", "sampling_free"
+GAPS: tuple[tuple[str, str, str], ...] = ((FOCAL, CE, "focal − CE"), (SAMPLING_FREE, CE, "Sampling-Free − CE"))
+THRESHOLDS = (("AP", "score ≥ 0.05"), ("AP_low", "score ≥ 0.001"))
+
+
+def run_ap(r: dict | None, key: str = "AP") -> float | None:
+    """A run's AP (a diverged run scores 0 in the comparisons; None: not run)."""
+    if r is None:
+        return None
+    if r.get("diverged"):
+        return 0.0
+    v = r.get(key)
+    return None if v is None else float(v)
+
+
+def best_cells(rows: list[dict], lrs: dict[str, tuple[float, ...]] | None = None) -> dict[tuple, dict]:
+    """{(level, optimizer, loss): cell}: the best grid lr (first seed's AP at 0.05) and its runs by seed.
+
+    A cell is complete when every lr of its grid ran (lrs: the optimizer's grid; None: the lrs seen).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["level"], r["optimizer"], r["loss"]), []).append(r)
+    cells = {}
+    for key, runs in groups.items():
+        grid = {r["lr"]: r for r in runs if _is_grid(r)}
+        if not grid:
+            continue
+        first = next(iter(grid.values()))["seed"]
+        wanted = lrs.get(key[1]) if lrs else None
+        complete = wanted is None or all(any(math.isclose(lr, g) for g in grid) for lr in wanted)
+        best_lr = max(grid, key=lambda lr: (run_ap(grid[lr]) if run_ap(grid[lr]) is not None else -1.0, -lr))
+        by_seed = {first: grid[best_lr]}
+        by_seed.update({r["seed"]: r for r in runs if r["seed"] != first and math.isclose(r["lr"], best_lr)})
+        recipe = next((r for r in grid.values() if r.get("recipe")), None)
+        edge = complete and len(grid) > 1 and (math.isclose(best_lr, min(grid)) or math.isclose(best_lr, max(grid)))
+        cells[key] = {"lr": best_lr, "by_seed": by_seed, "recipe": recipe, "complete": complete, "edge": edge,
+                      "ratio_anchor": runs[0].get("ratio_anchor"), "grid": grid}
+    return cells
+
+
+def _is_grid(r: dict) -> bool:
+    """A grid run: `<loss>+lr<V>` without a seed modifier."""
+    return parse_variant(r["variant"]).seed is None
+
+
+def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against: str, key: str = "AP") -> dict | None:
+    """AP(loss) - AP(against) of two best cells: per common seed, mean, range, spread, tie verdict."""
+    a, b = cells.get((level, optimizer, loss)), cells.get((level, optimizer, against))
+    if a is None or b is None:
+        return None
+    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
+    per_seed = {s: run_ap(a["by_seed"][s], key) - run_ap(b["by_seed"][s], key) for s in seeds
+                if run_ap(a["by_seed"][s], key) is not None and run_ap(b["by_seed"][s], key) is not None}
+    if not per_seed:
+        return None
+    values = list(per_seed.values())
+    spreads = []
+    for cell in (a, b):
+        aps = [run_ap(cell["by_seed"][s], key) for s in per_seed]
+        spreads.append(max(aps) - min(aps))
+    mean = float(np.mean(values))
+    spread = max(spreads) if len(per_seed) > 1 else None
+    verdict = "one seed" if spread is None else ("tie" if abs(mean) <= spread else ("ahead" if mean > 0 else "behind"))
+    return {"per_seed": per_seed, "mean": mean, "min": min(values), "max": max(values), "spread": spread,
+            "verdict": verdict}
+
+
+__all__ = ["GAPS", "THRESHOLDS", "best_cells", "gap", "run_ap"]

@@ -1,0 +1,65 @@
+"""The committed study results under docs/ablation/ stay valid: the code, given the command each
+folder recorded, rebuilds the settings' fingerprint stored in every result.json, and, for the
+imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte.
+
+A fingerprint that moved would make a rerun refuse the folder; a config.yaml that changed by one
+byte would make the resume of an interrupted run start it again from step 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from detector.study.lab import build_lab
+from detector.study.plan import build_study
+from detector.study.runner import variant_config_text
+from detector.study.variants import parse_variant
+from tests.data.fixtures import load_script
+
+REPO = Path(__file__).resolve().parents[2]
+STUDIES = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/study.json"))
+LAB_RUNS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/*/runs/*/result.json"))
+
+
+def _args(record: Path) -> tuple:
+    """scripts/ablate.py's (options, overrides) of the last command a study.json / lab.json recorded."""
+    command = shlex.split(json.loads(record.read_text(encoding="utf-8"))["commands"][-1])
+    assert command[:2] == ["python", "scripts/ablate.py"]
+    return load_script("ablate").build_parser().parse_known_args(command[2:])
+
+
+@pytest.mark.parametrize("folder", STUDIES, ids=str)
+def test_a_committed_study_keeps_its_fingerprint(folder, monkeypatch):
+    monkeypatch.chdir(REPO)
+    args, overrides = _args(folder / "study.json")
+    study, _ = build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
+                           image_size=args.image_size, overrides=overrides)
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*/result.json"))]
+    assert results and {r["fingerprint"] for r in results} == {study.fingerprint}
+
+
+@pytest.mark.parametrize("run", LAB_RUNS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cell = run.parent.parent
+    args, overrides = _args(cell.parent / "lab.json")
+    # every level and optimizer: the last command may have run a part of the lab, not this cell
+    lab = build_lab(args.preset, args.out, lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals,
+                    overrides=overrides)
+    study = next(lab.cell_study(lv, opt) for lv in lab.levels for opt in lab.optimizers
+                 if lab.cell_dir(lv, opt) == cell)
+    assert study.fingerprint == json.loads((run / "result.json").read_text(encoding="utf-8"))["fingerprint"]
+    # the header names the preset by the path the study was started with (another checkout's)
+    preset = json.loads((cell / "study.json").read_text(encoding="utf-8"))["preset"]
+    study = dataclasses.replace(study, preset=Path(preset))
+    assert variant_config_text(study, parse_variant(run.name)) == (run / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_the_reference_run_is_among_the_pinned_ones():
+    assert Path("docs/ablation/imbalance/dense_adamw/runs/ce_prior+lr0.002") in LAB_RUNS
+    assert Path("docs/ablation/quick") in STUDIES
