@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     study = next(lab.cell_study(lv, opt) for lv in lab.levels for opt in lab.optimizers
                  if lab.cell_dir(lv, opt) == cell)
     assert study.fingerprint == json.loads((run / "result.json").read_text(encoding="utf-8"))["fingerprint"]
-    # the header names the preset by the path the study was started with (another checkout's)
-    preset = json.loads((cell / "study.json").read_text(encoding="utf-8"))["preset"]
+    # the header names the preset by the path the run was started with (maybe another checkout's)
+    committed = (run / "config.yaml").read_text(encoding="utf-8")
+    preset = re.search(r"\(preset (.+)\)\.$", committed.splitlines()[0]).group(1)
     study = dataclasses.replace(study, preset=Path(preset))
-    assert variant_config_text(study, parse_variant(run.name)) == (run / "config.yaml").read_text(encoding="utf-8")
+    assert variant_config_text(study, parse_variant(run.name)) == committed
 
 
 def test_the_reference_run_is_among_the_pinned_ones():
