@@ -87,7 +87,10 @@ def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
                             ls=("-", "--", ":")[oi % 3], label=f"{loss} lr {c['lr']:g}, {optimizer.name}")
         ax.set(xlabel="training step", ylabel="validation AP", title=f"level {level.name}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        if ax.lines:
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no finished cell yet", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("AP over training of the best-of-grid cells (first seed)")
     save_figure(fig, path)
 
