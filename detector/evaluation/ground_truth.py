@@ -15,8 +15,8 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from ..io import JSONReadError, read_json
-from .errors import EvaluationError, is_int, is_real, json_type, maybe_quiet
+from ..io import JSONReadError, is_int, is_real, json_type, read_json
+from .errors import EvaluationError, maybe_quiet
 
 _CHECKED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # COCO objects whose dataset passed the check
 
