@@ -157,12 +157,12 @@ def check_coco_instances(
                                   "number annotations from 1")
         _refuse_repeats(ann_ids, "annotations", "annotation")
 
-    box_image = _rows_of(ann_image, image_ids)
+    box_image = index_of(ann_image, image_ids)
     missing = np.flatnonzero(box_image < 0)
     if len(missing):
         k = int(missing[0])
         raise COCOFormatError(f"{_annotation(k, annotations)} refers to unknown image_id {int(ann_image[k])}")
-    box_label = _rows_of(ann_category, category_ids)
+    box_label = index_of(ann_category, category_ids)
     missing = np.flatnonzero(box_label < 0)
     if len(missing):
         k = int(missing[0])
@@ -175,7 +175,7 @@ def check_coco_instances(
     xyxy = _bboxes(annotations)
     with np.errstate(over="ignore"):  # x + w beyond float64 is inf: a bad box, not an error
         xyxy[:, 2:] += xyxy[:, :2]
-    known = np.where(sizes > 0, sizes, np.inf)  # (n, 2): an undeclared size does not clip
+    known = np.where(sizes > 0, sizes, np.inf)  # (n, 2): of an undeclared size only the 0 edges clip
     problem = box_rule(xyxy, known[box_image]).problem
     if bad_boxes == "refuse" and problem.any():
         _refuse_box(int(np.flatnonzero(problem)[0]), problem, annotations)
@@ -206,6 +206,15 @@ def check_categories(dataset: Mapping) -> tuple[np.ndarray, list]:
     _refuse_repeats(ids, "categories", "category")
     order = np.argsort(ids, kind="stable")
     return ids[order], [categories[i]["name"] for i in order]
+
+
+def index_of(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(len(values),) int64, the index of each value in `table` (unique ids, any order), or -1 if absent."""
+    if len(table) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    order = np.argsort(table, kind="stable")
+    pos = np.clip(np.searchsorted(table[order], values), 0, len(table) - 1)
+    return np.where(table[order][pos] == values, order[pos], -1).astype(np.int64)
 
 
 def _entries(dataset: Mapping, key: str, required: tuple[str, ...], optional: bool = False) -> list:
@@ -251,15 +260,6 @@ def _refuse_repeats(ids: np.ndarray, key: str, what: str) -> None:
         seen[first] = True
         i = int(np.flatnonzero(~seen)[0])
         raise COCOFormatError(f"duplicate {what} ids: {key}[{i}] repeats {what} id {int(ids[i])}")
-
-
-def _rows_of(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(len(values),) int64, the index of each value in the increasing `table`, or -1 if absent."""
-    if len(table) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    order = np.argsort(table, kind="stable")
-    pos = np.clip(np.searchsorted(table[order], values), 0, len(table) - 1)
-    return np.where(table[order][pos] == values, order[pos], -1).astype(np.int64)
 
 
 def _declared_sizes(images: list) -> np.ndarray:

@@ -4,14 +4,16 @@ Label map: the categories of the JSON sorted by id become labels 0..K-1;
 `label_to_category_id[label]` gives the id back (COCO's 80 ids run 1..90 with gaps).
 
 Input handling (see errors.py for the two kinds):
-- errors naming the file: the annotation file missing or not valid JSON, a required key
-  missing or of the wrong type, duplicate image or category ids, an annotation whose image_id
-  or category_id is not declared (unknown category), a bbox that is not 4 numbers, a file_name
-  that is absolute or leads outside the image root (refused, never read), and, when an item is
-  read, a missing/corrupt/truncated image or one whose size differs from the declared
+- errors naming the file: the annotation file missing or not valid JSON, anything the shared
+  COCO rule refuses (detector/coco_format.py: a required key missing or of the wrong type, ids
+  that are not JSON integers, duplicate image or category ids, an annotation whose image_id or
+  category_id is not declared, a bbox that is not 4 numbers), a file without categories, a
+  file_name that is absolute or leads outside the image root (refused, never read), and, when an
+  item is read, a missing/corrupt/truncated image or one whose size differs from the declared
   width/height (images.py applies EXIF orientation first);
-- counted warnings: boxes of zero or negative size (dropped), boxes outside the image (clipped,
-  dropped when empty after clipping); see annotations.py.
+- counted warnings: the boxes the shared `box_rule` calls bad, zero or negative size or not
+  finite, or outside the image (dropped), and boxes partly outside (clipped); see annotations.py.
+  Scoring refuses the same boxes in a ground-truth file (evaluation/ground_truth.py).
 
 Crowd boxes (iscrowd=1) are dropped from training targets, and kept in `coco_gt()`.
 Images without boxes are kept unless `drop_empty=True`.
@@ -29,7 +31,15 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from detector.coco_format import GOOD, CocoInstances, COCOFormatError, box_rule, check_categories, check_coco_instances
+from detector.coco_format import (
+    GOOD,
+    CocoInstances,
+    COCOFormatError,
+    box_rule,
+    check_categories,
+    check_coco_instances,
+    index_of,
+)
 from detector.io import JSONReadError, is_finite_real, is_int, json_type, read_json
 from detector.data.annotations import AnnotationTable, coco_from_dict
 from detector.data.dataset import DetectionDataset, Transform, draw_subset, drop_empty_images
@@ -163,12 +173,7 @@ class COCODetection(DetectionDataset):
         if self._coco_gt is None:
             data = load_json(self.ann_file)
             coco = check_instances(data, self.ann_file)
-            ids = self.table.image_ids  # (n,) the images this dataset kept
-            order = np.argsort(ids)
-            image_row = np.full(len(coco.image_ids), -1, dtype=np.int64)  # file image -> table row
-            if len(ids):
-                pos = np.clip(np.searchsorted(ids[order], coco.image_ids), 0, len(ids) - 1)
-                image_row = np.where(ids[order][pos] == coco.image_ids, order[pos], -1)
+            image_row = index_of(coco.image_ids, self.table.image_ids)  # file image -> row of a kept image, or -1
             box_row = image_row[coco.box_image]  # (B,)
             box_sizes = np.where(box_row[:, None] >= 0, self.table.sizes[np.maximum(box_row, 0)], np.inf)
             keep = (box_row >= 0) & (box_rule(coco.boxes, box_sizes).problem == GOOD)
