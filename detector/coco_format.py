@@ -101,7 +101,6 @@ class CocoInstances:
         box_label: (B,) int64, the label (index into `category_ids`) of each annotation.
         boxes: (B, 4) float64 XYXY: the file's [x, y, w, h] as [x, y, x + w, y + h].
         crowd: (B,) bool, iscrowd read as true or false (absent: false).
-        box_problem: (B,) int8, `box_rule`'s code of each box with the declared sizes.
     """
 
     images: list
@@ -114,7 +113,12 @@ class CocoInstances:
     box_label: np.ndarray
     boxes: np.ndarray
     crowd: np.ndarray
-    box_problem: np.ndarray
+
+    def box_problems(self) -> np.ndarray:
+        """(B,) int8, `box_rule`'s code of each box, with the declared sizes (of an undeclared one only
+        the 0 edges clip); training applies the same rule with the sizes it completed from the images."""
+        known = np.where(self.sizes > 0, self.sizes, np.inf)  # (n, 2)
+        return box_rule(self.boxes, known[self.box_image]).problem
 
 
 def check_coco_instances(
@@ -126,7 +130,8 @@ def check_coco_instances(
     """Check `dataset` (a parsed instances JSON) against the module's rule.
 
     Args:
-        bad_boxes: "drop" returns bad boxes flagged in `box_problem`; "refuse" raises naming the
+        bad_boxes: "drop" returns bad boxes as they are, for the caller to drop with `box_rule`
+            (`CocoInstances.box_problems`, `AnnotationTable.build`); "refuse" raises naming the
             first one.
         scoring_fields: also require what pycocotools scores with (annotation "id", "area",
             "iscrowd"; unique non-zero annotation ids; the "annotations" list itself).
@@ -139,18 +144,20 @@ def check_coco_instances(
     if not isinstance(dataset, Mapping):
         raise COCOFormatError(
             f"top level must be a JSON object with images/annotations/categories, got {json_type(dataset)}")
-    images = _entries(dataset, "images", ("id",))
+    images = _entries(dataset, "images")
+    annotations = _entries(dataset, "annotations", optional=not scoring_fields)
     required = ("id", "image_id", "category_id", "bbox", "area", "iscrowd") if scoring_fields else (
         "image_id", "category_id", "bbox")
-    annotations = _entries(dataset, "annotations", required, optional=not scoring_fields)
+    if scoring_fields:  # fields no column below reads ("area", "iscrowd") must be there too
+        _require(annotations, "annotations", required)
     category_ids, category_names = check_categories(dataset)
 
-    image_ids = _id_column(images, "images", "id")
-    ann_image = _id_column(annotations, "annotations", "image_id")
-    ann_category = _id_column(annotations, "annotations", "category_id")
+    image_ids = _id_column(images, "images", "id", ("id",))
+    ann_image = _id_column(annotations, "annotations", "image_id", required)
+    ann_category = _id_column(annotations, "annotations", "category_id", required)
     _refuse_repeats(image_ids, "images", "image")
     if scoring_fields:
-        ann_ids = _id_column(annotations, "annotations", "id")
+        ann_ids = _id_column(annotations, "annotations", "id", required)
         zero = np.flatnonzero(ann_ids == 0)
         if len(zero):
             raise COCOFormatError(f"annotations[{zero[0]}] has id 0, which pycocotools reads as 'unmatched'; "
@@ -172,14 +179,10 @@ def check_coco_instances(
             f"(declared: {category_ids.tolist()})")
 
     sizes = _declared_sizes(images)
-    xyxy = _bboxes(annotations)
+    xyxy = _bboxes(annotations, _column(annotations, "annotations", "bbox", required))
     with np.errstate(over="ignore"):  # x + w beyond float64 is inf: a bad box, not an error
         xyxy[:, 2:] += xyxy[:, :2]
-    known = np.where(sizes > 0, sizes, np.inf)  # (n, 2): of an undeclared size only the 0 edges clip
-    problem = box_rule(xyxy, known[box_image]).problem
-    if bad_boxes == "refuse" and problem.any():
-        _refuse_box(int(np.flatnonzero(problem)[0]), problem, annotations)
-    return CocoInstances(
+    instances = CocoInstances(
         images=images,
         annotations=annotations,
         image_ids=image_ids,
@@ -190,8 +193,12 @@ def check_coco_instances(
         box_label=box_label,
         boxes=xyxy,
         crowd=np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
-        box_problem=problem,
     )
+    if bad_boxes == "refuse":
+        problem = instances.box_problems()
+        if problem.any():
+            _refuse_box(int(np.flatnonzero(problem)[0]), problem, annotations)
+    return instances
 
 
 def check_categories(dataset: Mapping) -> tuple[np.ndarray, list]:
@@ -201,8 +208,9 @@ def check_categories(dataset: Mapping) -> tuple[np.ndarray, list]:
         COCOFormatError: "categories" missing or not a list, an entry without an integer "id" or a
             "name", a repeated id.
     """
-    categories = _entries(dataset, "categories", ("id", "name"))
-    ids = _id_column(categories, "categories", "id")
+    categories = _entries(dataset, "categories")
+    _require(categories, "categories", ("id", "name"))
+    ids = _id_column(categories, "categories", "id", ("id", "name"))
     _refuse_repeats(ids, "categories", "category")
     order = np.argsort(ids, kind="stable")
     return ids[order], [categories[i]["name"] for i in order]
@@ -217,30 +225,35 @@ def index_of(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.where(table[order][pos] == values, order[pos], -1).astype(np.int64)
 
 
-def _entries(dataset: Mapping, key: str, required: tuple[str, ...], optional: bool = False) -> list:
-    """dataset[key], a list of objects that each hold the `required` fields."""
+def _entries(dataset: Mapping, key: str, optional: bool = False) -> list:
+    """dataset[key], which must be a list."""
     entries = dataset.get(key, [] if optional else None)
     if not isinstance(entries, list):
         raise COCOFormatError(f"missing or non-list {key!r}")
-    # The common path is two C-level passes; the loop below runs only to name an offender.
-    if set(map(type, entries)) <= {dict}:
-        try:
-            deque(map(itemgetter(*required), entries), maxlen=0)
-            return entries
-        except KeyError:
-            pass
+    return entries
+
+
+def _require(entries: list, key: str, required: tuple[str, ...]) -> None:
+    """Every entry is an object holding the `required` fields."""
+    try:  # the common path, one C-level pass; the loop below runs only to name an offender
+        deque(map(itemgetter(*required), entries), maxlen=0)
+        return
+    except (KeyError, TypeError, IndexError):
+        pass
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
             raise COCOFormatError(f"{key}[{i}] is {json_type(entry)}, expected an object")
         lacking = [f for f in required if f not in entry]
         if lacking:
             raise COCOFormatError(f"{key}[{i}] lacks {', '.join(repr(f) for f in lacking)}")
-    return entries
 
 
-def _id_column(entries: list, key: str, field: str) -> np.ndarray:
-    """(len(entries),) int64 of entry[field]; anything but a JSON integer within 64 bits is refused."""
-    values = [e[field] for e in entries]
+def _id_column(entries: list, key: str, field: str, required: tuple[str, ...]) -> np.ndarray:
+    """(len(entries),) int64 of entry[field]; anything but a JSON integer within 64 bits is refused.
+
+    An entry that is not an object or lacks one of the `required` fields is named as `_require` does.
+    """
+    values = _column(entries, key, field, required)
     if not set(map(type, values)) <= {int}:
         for i, v in enumerate(values):
             if not is_int(v):
@@ -250,7 +263,16 @@ def _id_column(entries: list, key: str, field: str) -> np.ndarray:
         return np.array(values, dtype=np.int64).reshape(-1)
     except OverflowError:
         i = next(i for i, v in enumerate(values) if not -2**63 <= v < 2**63)
-        raise COCOFormatError(f"malformed {_SINGULAR[key]} entry: {key}[{i}] {field} {values[i]} does not fit 64 bits") from None
+        raise COCOFormatError(
+            f"malformed {_SINGULAR[key]} entry: {key}[{i}] {field} {values[i]} does not fit 64 bits") from None
+
+
+def _column(entries: list, key: str, field: str, required: tuple[str, ...]) -> list:
+    try:
+        return [e[field] for e in entries]
+    except (KeyError, TypeError, IndexError):
+        _require(entries, key, required)  # raises naming the entry
+        raise
 
 
 def _refuse_repeats(ids: np.ndarray, key: str, what: str) -> None:
@@ -279,9 +301,8 @@ def _declared_sizes(images: list) -> np.ndarray:
     return sizes
 
 
-def _bboxes(annotations: list) -> np.ndarray:
-    """(B, 4) float64 XYWH; anything but 4 JSON numbers within float64's range is refused."""
-    raw = [a["bbox"] for a in annotations]
+def _bboxes(annotations: list, raw: list) -> np.ndarray:
+    """(B, 4) float64 XYWH of the `raw` bbox values; anything but 4 JSON numbers within float64's range is refused."""
     if not raw:
         return np.zeros((0, 4))
     # numpy would read null as NaN and "12" as 12.0: only JSON numbers (int, float) take the bulk path

@@ -76,7 +76,7 @@ def test_check_flags_each_bad_box_and_why():
     data = _bad_boxes_file()
     coco = check_coco_instances(data, bad_boxes="drop")
     expected = [BAD_IDS.get(k, GOOD) for k in range(1, 10)]
-    assert coco.box_problem.tolist() == expected
+    assert coco.box_problems().tolist() == expected
     assert coco.image_ids.tolist() == [1, 2] and coco.sizes.tolist() == [[30, 40], [20, 20]]
     assert coco.category_ids.tolist() == [3, 5] and coco.category_names == ["cat", "dog"]
     assert coco.box_image.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 1]
@@ -113,7 +113,8 @@ def test_training_drops_exactly_the_boxes_scoring_refuses(tmp_path):
      r"duplicate image ids: images\[2\] repeats image id 1"),
     (lambda d: d["categories"].append({"id": 3, "name": "again"}),
      r"duplicate category ids: categories\[2\] repeats category id 3"),
-    (lambda d: d["annotations"][1].update(image_id=7), r"annotation 2 \(annotations\[1\]\) refers to unknown image_id 7"),
+    (lambda d: d["annotations"][1].update(image_id=7),
+     r"annotation 2 \(annotations\[1\]\) refers to unknown image_id 7"),
     (lambda d: d["annotations"][0].update(category_id=4),
      r"annotation 1 \(annotations\[0\]\) of image 'a.jpg' has unknown category_id 4 \(declared: \[3, 5\]\)"),
     (lambda d: d["images"][1].update(id="2"), r"images\[1\] id must be an integer, got '2'"),
@@ -146,7 +147,7 @@ def test_scoring_needs_what_pycocotools_reads_and_training_fills_in(tmp_path):
         del a["id"], a["area"], a["iscrowd"]
     with pytest.raises(COCOFormatError, match=r"annotations\[0\] lacks 'id', 'area', 'iscrowd'"):
         check_coco_instances(data, bad_boxes="refuse", scoring_fields=True)
-    assert check_coco_instances(data, bad_boxes="refuse").box_problem.tolist() == [GOOD]
+    assert check_coco_instances(data, bad_boxes="refuse").box_problems().tolist() == [GOOD]
     ann_file, image_root = write_coco(tmp_path, data)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DatasetWarning)

@@ -84,7 +84,8 @@ class AnnotationTable:
 
         heights_widths = sizes[box_image_index].astype(np.float64)  # (B, 2)
         check = box_rule(boxes, heights_widths)
-        issues.add("box of zero or negative size (dropped)", int(np.isin(check.problem, (NOT_FINITE, NOT_POSITIVE)).sum()))
+        not_positive = np.isin(check.problem, (NOT_FINITE, NOT_POSITIVE))
+        issues.add("box of zero or negative size (dropped)", int(not_positive.sum()))
         issues.add("box outside its image (dropped)", int((check.problem == OUTSIDE).sum()))
         issues.add("box partly outside its image (clipped)", int(check.partly_outside.sum()))
 

@@ -192,7 +192,8 @@ class COCODetection(DetectionDataset):
             annotations = []
             for k in np.flatnonzero(keep).tolist():
                 a = dict(coco.annotations[k])
-                if not (is_int(a.get("id")) and a["id"] > 0) or a["id"] in repeated:  # pycocotools keys matches on unique ids
+                # pycocotools keys matches on unique positive ids
+                if not (is_int(a.get("id")) and a["id"] > 0) or a["id"] in repeated:
                     a["id"], next_id = next_id, next_id + 1
                 a["iscrowd"] = int(coco.crowd[k])  # as the training table reads it
                 if not is_finite_real(a.get("area")):
