@@ -141,9 +141,6 @@ def check_coco_instances(
     """
     if bad_boxes not in ("drop", "refuse"):
         raise ValueError(f"bad_boxes must be 'drop' or 'refuse', got {bad_boxes!r}")
-    if not isinstance(dataset, Mapping):
-        raise COCOFormatError(
-            f"top level must be a JSON object with images/annotations/categories, got {json_type(dataset)}")
     images = _entries(dataset, "images")
     annotations = _entries(dataset, "annotations", optional=not scoring_fields)
     required = ("id", "image_id", "category_id", "bbox", "area", "iscrowd") if scoring_fields else (
@@ -201,12 +198,12 @@ def check_coco_instances(
     return instances
 
 
-def check_categories(dataset: Mapping) -> tuple[np.ndarray, list]:
+def check_categories(dataset: Any) -> tuple[np.ndarray, list]:
     """The categories of `dataset`: ids (K,) int64 increasing, and their "name" values in that order.
 
     Raises:
-        COCOFormatError: "categories" missing or not a list, an entry without an integer "id" or a
-            "name", a repeated id.
+        COCOFormatError: not an object, "categories" missing or not a list, an entry without an
+            integer "id" or a "name", a repeated id.
     """
     categories = _entries(dataset, "categories")
     _require(categories, "categories", ("id", "name"))
@@ -225,8 +222,11 @@ def index_of(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.where(table[order][pos] == values, order[pos], -1).astype(np.int64)
 
 
-def _entries(dataset: Mapping, key: str, optional: bool = False) -> list:
+def _entries(dataset: Any, key: str, optional: bool = False) -> list:
     """dataset[key], which must be a list."""
+    if not isinstance(dataset, Mapping):
+        raise COCOFormatError(
+            f"top level must be a JSON object with images/annotations/categories, got {json_type(dataset)}")
     entries = dataset.get(key, [] if optional else None)
     if not isinstance(entries, list):
         raise COCOFormatError(f"missing or non-list {key!r}")

@@ -40,7 +40,7 @@ from detector.coco_format import (
     check_coco_instances,
     index_of,
 )
-from detector.io import JSONReadError, is_finite_real, is_int, json_type, read_json
+from detector.io import JSONReadError, is_finite_real, is_int, read_json
 from detector.data.annotations import AnnotationTable, coco_from_dict
 from detector.data.dataset import DetectionDataset, Transform, draw_subset, drop_empty_images
 from detector.data.errors import DatasetError, IssueCounter
@@ -90,8 +90,6 @@ def check_instances(data: Any, source: Path) -> CocoInstances:
 
 def parse_categories(data: Any, source: Path) -> tuple[list[str], list[int]]:
     """(class_names, label_to_category_id) with labels in increasing category id order."""
-    if not isinstance(data, dict):
-        raise DatasetError(source, f"top level must be a JSON object, got {json_type(data)}")
     try:
         return _label_space(*check_categories(data), source)
     except COCOFormatError as err:
