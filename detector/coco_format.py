@@ -17,13 +17,18 @@ the entry (``images[3]``, ``annotations[7]``):
 - a bbox is 4 JSON numbers [x, y, w, h] within float64's range;
 - an image's declared width/height, when it is a number, is positive and fits 64 bits (one that
   is absent or not a number is undeclared: training reads it from the image header);
-- a box is *bad* (`box_rule`) if it is not finite, has zero or negative width or height, or lies
-  wholly outside its image; a box partly outside is clipped to it, and that is not an error.
+- a box is *bad* (`box_rule`) if it is not finite, has a negative width or height, has a zero
+  width or height, or lies wholly outside its image; a box partly outside is clipped to it, and
+  that is not an error.
 
 Bad boxes are the one place where the two callers differ, by the `bad_boxes` policy:
-"drop" returns them (training drops and counts them in `AnnotationTable.build`: one bad box must
-not stop a COCO-sized run); "refuse" raises naming the first (scoring: a dropped ground-truth box
-changes AP). Both use `box_rule`, so training drops exactly the boxes scoring refuses.
+- "drop" (training) returns them all, for `AnnotationTable.build` to drop and count: one bad box
+  must not stop a COCO-sized run, and no anchor can learn from it;
+- "refuse" (scoring) raises naming the first box pycocotools cannot score (not finite, negative
+  size: UNSCORABLE) and keeps the rest as the file has them: a zero-size or wholly-outside box is
+  an object no detection can match, and pycocotools counts it as missed, as the official COCO
+  numbers do (train2017 holds such boxes); dropping it would change AP, so the caller only
+  reports how many there are (`CocoInstances.unmatchable`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
@@ -42,7 +48,9 @@ from detector.io import is_int, is_real, json_type
 _SINGULAR = {"images": "image", "categories": "category", "annotations": "annotation"}
 
 # Why `box_rule` calls a box bad: one code per box, 0 for a good box.
-GOOD, NOT_FINITE, NOT_POSITIVE, OUTSIDE = 0, 1, 2, 3
+GOOD, NOT_FINITE, NEGATIVE_SIZE, ZERO_SIZE, OUTSIDE = 0, 1, 2, 3, 4
+UNSCORABLE = (NOT_FINITE, NEGATIVE_SIZE)  # pycocotools' IoU is meaningless for these: scoring refuses them
+UNMATCHABLE = (ZERO_SIZE, OUTSIDE)  # valid to score, but no detection can ever match them
 
 
 class COCOFormatError(ValueError):
@@ -52,7 +60,7 @@ class COCOFormatError(ValueError):
 class BoxCheck(NamedTuple):
     """What `box_rule` says of B boxes.
 
-    problem: (B,) int8, GOOD, NOT_FINITE, NOT_POSITIVE (zero or negative width or height) or
+    problem: (B,) int8, GOOD, NOT_FINITE, NEGATIVE_SIZE, ZERO_SIZE (a width or height of 0) or
         OUTSIDE (nothing left after clipping to the image).
     clipped: (B, 4) float64 XYXY, the boxes clipped to their image.
     partly_outside: (B,) bool, good boxes that clipping changed.
@@ -81,7 +89,8 @@ def box_rule(boxes: np.ndarray, sizes: np.ndarray) -> BoxCheck:
     nonempty = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     problem = np.full(len(boxes), GOOD, dtype=np.int8)
     problem[positive & ~nonempty] = OUTSIDE
-    problem[finite & ~positive] = NOT_POSITIVE
+    problem[finite & ~positive] = ZERO_SIZE
+    problem[finite & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))] = NEGATIVE_SIZE
     problem[~finite] = NOT_FINITE
     partly_outside = (problem == GOOD) & (clipped != boxes).any(axis=1)
     return BoxCheck(problem, clipped, partly_outside)
@@ -114,11 +123,17 @@ class CocoInstances:
     boxes: np.ndarray
     crowd: np.ndarray
 
+    @cached_property
     def box_problems(self) -> np.ndarray:
         """(B,) int8, `box_rule`'s code of each box, with the declared sizes (of an undeclared one only
         the 0 edges clip); training applies the same rule with the sizes it completed from the images."""
         known = np.where(self.sizes > 0, self.sizes, np.inf)  # (n, 2)
         return box_rule(self.boxes, known[self.box_image]).problem
+
+    @property
+    def unmatchable(self) -> int:
+        """How many boxes are UNMATCHABLE (zero size, wholly outside the image)."""
+        return int(np.isin(self.box_problems, UNMATCHABLE).sum())
 
 
 def check_coco_instances(
@@ -132,7 +147,7 @@ def check_coco_instances(
     Args:
         bad_boxes: "drop" returns bad boxes as they are, for the caller to drop with `box_rule`
             (`CocoInstances.box_problems`, `AnnotationTable.build`); "refuse" raises naming the
-            first one.
+            first UNSCORABLE one and keeps the UNMATCHABLE ones (see the module doc).
         scoring_fields: also require what pycocotools scores with (annotation "id", "area",
             "iscrowd"; unique non-zero annotation ids; the "annotations" list itself).
 
@@ -192,9 +207,10 @@ def check_coco_instances(
         crowd=np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool),
     )
     if bad_boxes == "refuse":
-        problem = instances.box_problems()
-        if problem.any():
-            _refuse_box(int(np.flatnonzero(problem)[0]), problem, annotations)
+        problem = instances.box_problems
+        unscorable = np.flatnonzero(np.isin(problem, UNSCORABLE))
+        if len(unscorable):
+            _refuse_box(int(unscorable[0]), problem, annotations)
     return instances
 
 
@@ -333,14 +349,10 @@ def _fits_float(v: Any) -> bool:
 
 def _refuse_box(k: int, problem: np.ndarray, annotations: list) -> None:
     box = annotations[k]["bbox"]
-    why = {
-        NOT_FINITE: f"has a non-finite bbox {box!r}",
-        NOT_POSITIVE: f"has a zero or negative bbox width or height {box!r}",
-        OUTSIDE: f"has a bbox {box!r} wholly outside its image",
-    }[int(problem[k])]
+    why = {NOT_FINITE: "a non-finite bbox", NEGATIVE_SIZE: "a negative bbox width or height"}[int(problem[k])]
     ann_id = annotations[k].get("id")
-    raise COCOFormatError(f"annotations[{k}] {why} (annotation {ann_id!r}): scored, it would count as a missed "
-                          "object no detection can match (training drops such boxes)")
+    raise COCOFormatError(f"annotations[{k}] has {why} {box!r} (annotation {ann_id!r}): pycocotools cannot score it "
+                          "(training drops such boxes)")
 
 
 def _annotation(k: int, annotations: list) -> str:

@@ -1,9 +1,11 @@
 """The one COCO instances check (detector/coco_format.py), against hand-computed expectations,
-and the two callers' policies on the same file: training drops exactly the boxes scoring refuses."""
+and the two callers' policies on the same file: training drops every bad box; scoring refuses the
+ones pycocotools cannot score and scores the rest as the file has them."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import warnings
 
@@ -12,9 +14,10 @@ import pytest
 
 from detector.coco_format import (
     GOOD,
+    NEGATIVE_SIZE,
     NOT_FINITE,
-    NOT_POSITIVE,
     OUTSIDE,
+    ZERO_SIZE,
     COCOFormatError,
     box_rule,
     check_coco_instances,
@@ -45,7 +48,7 @@ def test_box_rule_by_hand():
     ], dtype=np.float64)
     sizes = np.array([[20, 30]] * 10 + [[INF, INF]] * 2)
     check = box_rule(boxes, sizes)
-    assert check.problem.tolist() == [GOOD, GOOD, GOOD, OUTSIDE, OUTSIDE, NOT_POSITIVE, NOT_POSITIVE,
+    assert check.problem.tolist() == [GOOD, GOOD, GOOD, OUTSIDE, OUTSIDE, ZERO_SIZE, NEGATIVE_SIZE,
                                       NOT_FINITE, NOT_FINITE, OUTSIDE, GOOD, GOOD]
     assert check.partly_outside.tolist() == [False, True, True] + [False] * 8 + [True]
     np.testing.assert_array_equal(check.clipped[[0, 1, 2, 10, 11]],
@@ -69,25 +72,25 @@ def _bad_boxes_file() -> dict:
     return coco_json([(1, "a.jpg", 30, 40), (2, "b.jpg", 20, 20)], anns, [(3, "cat"), (5, "dog")])
 
 
-BAD_IDS = {3: NOT_POSITIVE, 4: NOT_POSITIVE, 6: OUTSIDE, 7: NOT_FINITE, 9: OUTSIDE}
+BAD_IDS = {3: ZERO_SIZE, 4: NEGATIVE_SIZE, 6: OUTSIDE, 7: NOT_FINITE, 9: OUTSIDE}
 
 
 def test_check_flags_each_bad_box_and_why():
     data = _bad_boxes_file()
     coco = check_coco_instances(data, bad_boxes="drop")
     expected = [BAD_IDS.get(k, GOOD) for k in range(1, 10)]
-    assert coco.box_problems().tolist() == expected
+    assert coco.box_problems.tolist() == expected
     assert coco.image_ids.tolist() == [1, 2] and coco.sizes.tolist() == [[30, 40], [20, 20]]
     assert coco.category_ids.tolist() == [3, 5] and coco.category_names == ["cat", "dog"]
     assert coco.box_image.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 1]
     assert coco.box_label.tolist() == [0, 1, 0, 0, 1, 1, 0, 0, 0]
     np.testing.assert_array_equal(coco.boxes[0], [1, 1, 11, 11])  # XYWH -> XYXY
-    with pytest.raises(COCOFormatError, match=r"^annotations\[2\] has a zero or negative bbox width or height "
-                                              r"\[5, 5, 0, 4\] \(annotation 3\)"):
+    with pytest.raises(COCOFormatError, match=r"^annotations\[3\] has a negative bbox width or height "
+                                              r"\[5, 5, 4, -2\] \(annotation 4\): pycocotools cannot score it"):
         check_coco_instances(data, bad_boxes="refuse")
 
 
-def test_training_drops_exactly_the_boxes_scoring_refuses(tmp_path):
+def test_training_drops_every_bad_box_and_scoring_refuses_only_the_unscorable(tmp_path, caplog):
     data = _bad_boxes_file()
     ann_file, image_root = write_coco(tmp_path, data)
     with pytest.warns(DatasetWarning, match=r"3 x box of zero or negative size \(dropped\); 2 x box outside its "
@@ -105,7 +108,16 @@ def test_training_drops_exactly_the_boxes_scoring_refuses(tmp_path):
         except EvaluationError as err:
             k = int(re.search(r"annotations\[(\d+)\]", str(err)).group(1))
             refused.add(gt["annotations"].pop(k)["id"])
-    assert dropped == refused == set(BAD_IDS)
+    assert dropped == set(BAD_IDS)
+    assert refused == {4, 7}  # negative height, not finite
+    # the zero-size and wholly-outside boxes (3, 6, 9) stay in the score as missed objects, counted in one warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="detector.evaluation"):
+        kept = load_coco_gt(gt)
+    assert {3, 6, 9} <= set(kept.getAnnIds())
+    assert [r.getMessage() for r in caplog.records if "ground-truth box" in r.getMessage()] == [
+        "ground truth: 3 ground-truth box(es) of zero size or wholly outside the image: scored as missed objects, "
+        "as pycocotools does (they lower recall and AP)"]
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -147,7 +159,7 @@ def test_scoring_needs_what_pycocotools_reads_and_training_fills_in(tmp_path):
         del a["id"], a["area"], a["iscrowd"]
     with pytest.raises(COCOFormatError, match=r"annotations\[0\] lacks 'id', 'area', 'iscrowd'"):
         check_coco_instances(data, bad_boxes="refuse", scoring_fields=True)
-    assert check_coco_instances(data, bad_boxes="refuse").box_problems().tolist() == [GOOD]
+    assert check_coco_instances(data, bad_boxes="refuse").box_problems.tolist() == [GOOD]
     ann_file, image_root = write_coco(tmp_path, data)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DatasetWarning)

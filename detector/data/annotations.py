@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from detector.coco_format import GOOD, NOT_FINITE, NOT_POSITIVE, OUTSIDE, box_rule
+from detector.coco_format import GOOD, NEGATIVE_SIZE, NOT_FINITE, OUTSIDE, ZERO_SIZE, box_rule
 from detector.data.errors import IssueCounter
 
 
@@ -84,7 +84,7 @@ class AnnotationTable:
 
         heights_widths = sizes[box_image_index].astype(np.float64)  # (B, 2)
         check = box_rule(boxes, heights_widths)
-        not_positive = np.isin(check.problem, (NOT_FINITE, NOT_POSITIVE))
+        not_positive = np.isin(check.problem, (NOT_FINITE, NEGATIVE_SIZE, ZERO_SIZE))
         issues.add("box of zero or negative size (dropped)", int(not_positive.sum()))
         issues.add("box outside its image (dropped)", int((check.problem == OUTSIDE).sum()))
         issues.add("box partly outside its image (clipped)", int(check.partly_outside.sum()))

@@ -13,7 +13,7 @@ Input handling (see errors.py for the two kinds):
   width/height (images.py applies EXIF orientation first);
 - counted warnings: the boxes the shared `box_rule` calls bad, zero or negative size or not
   finite, or outside the image (dropped), and boxes partly outside (clipped); see annotations.py.
-  Scoring refuses the same boxes in a ground-truth file (evaluation/ground_truth.py).
+  Scoring uses the same rule on a ground-truth file, with its own policy (evaluation/ground_truth.py).
 
 Crowd boxes (iscrowd=1) are dropped from training targets, and kept in `coco_gt()`.
 Images without boxes are kept unless `drop_empty=True`.

@@ -7,6 +7,7 @@ it on every evaluation, and a validation loop evaluates against the same object 
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from ..coco_format import COCOFormatError, check_coco_instances
 from ..io import JSONReadError, read_json
 from .errors import EvaluationError, maybe_quiet
 
+logger = logging.getLogger(__name__)
 _CHECKED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # COCO objects whose dataset passed the check
 
 
@@ -25,9 +27,11 @@ def load_coco_gt(source: str | os.PathLike | Mapping[str, Any], *, quiet: bool =
     """A pycocotools ``COCO`` from a COCO JSON path or an already-loaded dict.
 
     The file is checked first by detector/coco_format.py's rule with scoring's policy (the
-    structure pycocotools needs, ids unique and declared, and every ground-truth box usable: a
-    bad box is refused, not dropped), so a bad file fails here with one clear line instead of a
-    KeyError deep inside COCOeval or a silently wrong number. A dict is used
+    structure pycocotools needs, ids unique and declared, no box pycocotools cannot score), so a
+    bad file fails here with one clear line instead of a KeyError deep inside COCOeval or a
+    silently wrong number. Boxes of zero size or wholly outside their image are scored as
+    pycocotools scores them (missed objects, as in the official COCO numbers), with one logged
+    warning that counts them. A dict is used
     as is (not copied): pycocotools adds an "ignore" key to its annotations during evaluation.
     """
     if isinstance(source, Mapping):
@@ -62,8 +66,11 @@ def read_json_file(path: str | os.PathLike, what: str) -> Any:
 
 
 def _check_gt_dataset(dataset: Any, where: str) -> None:
-    """The shared COCO rule with scoring's policy: a bad box is refused, since dropping it changes AP."""
+    """The shared COCO rule with scoring's policy: refuse what pycocotools cannot score, drop nothing."""
     try:
-        check_coco_instances(dataset, bad_boxes="refuse", scoring_fields=True)
+        instances = check_coco_instances(dataset, bad_boxes="refuse", scoring_fields=True)
     except COCOFormatError as err:
         raise EvaluationError(f"{where}: {err}") from None
+    if instances.unmatchable:
+        logger.warning("%s: %d ground-truth box(es) of zero size or wholly outside the image: scored as missed "
+                       "objects, as pycocotools does (they lower recall and AP)", where, instances.unmatchable)
