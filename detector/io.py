@@ -1,4 +1,4 @@
-"""Files the package writes and reads: atomic writes, and JSON with one clear error.
+"""Files the package writes and reads: atomic writes, and JSON with one clear error and its value types.
 
 Atomic: a file is written under a temporary name next to its target (``.<name>.<pid>.tmp``: the
 same file system, so the rename is atomic; one per process, so processes that write the same file
@@ -10,9 +10,11 @@ rename are also flushed to disk (fsync), so that a power cut keeps one of the tw
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,41 @@ def read_json(path: str | os.PathLike) -> Any:
         raise JSONReadError(path, "nested too deeply", invalid=True) from None
     except OSError as e:
         raise JSONReadError(path, f"{type(e).__name__}: {e.strerror or e}") from None
+
+
+def json_type(v: Any) -> str:
+    """A JSON value's kind in words ("a string", "null", ...), for one-line errors."""
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, Mapping):
+        return "an object"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, str):
+        return "a string"
+    if v is None:
+        return "null"
+    if isinstance(v, Real):
+        return "a number"
+    return type(v).__name__
+
+
+def is_int(v: Any) -> bool:
+    """A JSON integer (numpy's too), not a boolean: Python counts True as 1."""
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def is_real(v: Any) -> bool:
+    """A JSON number (numpy's too), not a boolean."""
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def is_finite_real(v: Any) -> bool:
+    """A JSON number that is finite as a float64 (an integer of 400 digits is not)."""
+    try:
+        return is_real(v) and math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _remove_stale_temps(path: Path) -> None:

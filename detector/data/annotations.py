@@ -7,7 +7,8 @@ a handful of numpy arrays rather than one Python object per image. Flat arrays a
 slice and, unlike lists of dicts, are not copied page by page into every DataLoader worker by
 reference counting.
 
-Box validation (counted, summarised once per dataset by `IssueCounter`):
+Box validation, the rule of detector/coco_format.py's `box_rule` (counted, summarised once per
+dataset by `IssueCounter`):
 - a box whose width or height is zero, negative or not finite is dropped;
 - a box reaching outside its image is clipped to it, and dropped if nothing is left.
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from detector.coco_format import GOOD, NEGATIVE_SIZE, NOT_FINITE, OUTSIDE, ZERO_SIZE, box_rule
 from detector.data.errors import IssueCounter
 
 
@@ -80,22 +82,15 @@ class AnnotationTable:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         ignore = np.asarray(ignore, dtype=bool).reshape(-1)
 
-        finite = np.isfinite(boxes).all(axis=1)
-        positive = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        issues.add("box of zero or negative size (dropped)", int((~positive).sum()))
+        heights_widths = sizes[box_image_index].astype(np.float64)  # (B, 2)
+        check = box_rule(boxes, heights_widths)
+        not_positive = np.isin(check.problem, (NOT_FINITE, NEGATIVE_SIZE, ZERO_SIZE))
+        issues.add("box of zero or negative size (dropped)", int(not_positive.sum()))
+        issues.add("box outside its image (dropped)", int((check.problem == OUTSIDE).sum()))
+        issues.add("box partly outside its image (clipped)", int(check.partly_outside.sum()))
 
-        heights = sizes[box_image_index, 0].astype(np.float64)  # (B,)
-        widths = sizes[box_image_index, 1].astype(np.float64)  # (B,)
-        clipped = boxes.copy()
-        np.clip(clipped[:, 0::2], 0.0, widths[:, None], out=clipped[:, 0::2])
-        np.clip(clipped[:, 1::2], 0.0, heights[:, None], out=clipped[:, 1::2])
-        changed = positive & (clipped != boxes).any(axis=1)
-        nonempty = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-        outside = changed & ~nonempty
-        issues.add("box outside its image (dropped)", int(outside.sum()))
-        issues.add("box partly outside its image (clipped)", int((changed & nonempty).sum()))
-
-        keep = positive & nonempty
+        keep = check.problem == GOOD
+        clipped = check.clipped
         # Stable sort keeps the file's order of boxes within an image.
         order = np.argsort(box_image_index[keep], kind="stable")
         kept_index = box_image_index[keep][order]

@@ -4,14 +4,16 @@ Label map: the categories of the JSON sorted by id become labels 0..K-1;
 `label_to_category_id[label]` gives the id back (COCO's 80 ids run 1..90 with gaps).
 
 Input handling (see errors.py for the two kinds):
-- errors naming the file: the annotation file missing or not valid JSON, a required key
-  missing or of the wrong type, duplicate image or category ids, an annotation whose image_id
-  or category_id is not declared (unknown category), a bbox that is not 4 numbers, a file_name
-  that is absolute or leads outside the image root (refused, never read), and, when an item is
-  read, a missing/corrupt/truncated image or one whose size differs from the declared
+- errors naming the file: the annotation file missing or not valid JSON, anything the shared
+  COCO rule refuses (detector/coco_format.py: a required key missing or of the wrong type, ids
+  that are not JSON integers, duplicate image or category ids, an annotation whose image_id or
+  category_id is not declared, a bbox that is not 4 numbers), a file without categories, a
+  file_name that is absolute or leads outside the image root (refused, never read), and, when an
+  item is read, a missing/corrupt/truncated image or one whose size differs from the declared
   width/height (images.py applies EXIF orientation first);
-- counted warnings: boxes of zero or negative size (dropped), boxes outside the image (clipped,
-  dropped when empty after clipping); see annotations.py.
+- counted warnings: the boxes the shared `box_rule` calls bad, zero or negative size or not
+  finite, or outside the image (dropped), and boxes partly outside (clipped); see annotations.py.
+  Scoring uses the same rule on a ground-truth file, with its own policy (evaluation/ground_truth.py).
 
 Crowd boxes (iscrowd=1) are dropped from training targets, and kept in `coco_gt()`.
 Images without boxes are kept unless `drop_empty=True`.
@@ -23,14 +25,22 @@ import copy
 import os
 import posixpath
 from collections import Counter
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from detector.io import JSONReadError, read_json
+from detector.coco_format import (
+    GOOD,
+    CocoInstances,
+    COCOFormatError,
+    box_rule,
+    check_categories,
+    check_coco_instances,
+    index_of,
+)
+from detector.io import JSONReadError, is_finite_real, is_int, read_json
 from detector.data.annotations import AnnotationTable, coco_from_dict
 from detector.data.dataset import DetectionDataset, Transform, draw_subset, drop_empty_images
 from detector.data.errors import DatasetError, IssueCounter
@@ -66,27 +76,24 @@ def check_relative_path(name: str, source: str | os.PathLike, what: str = "file_
     return normalized
 
 
-def _require_list(data: dict, key: str, source: Path, required: bool = True) -> list:
-    value = data.get(key, None if required else [])
-    if not isinstance(value, list):
-        raise DatasetError(source, f"'{key}' must be a list" if key in data else f"missing '{key}'")
-    return value
+def check_instances(data: Any, source: Path) -> CocoInstances:
+    """`check_coco_instances` with training's policy (bad boxes returned, to be dropped and counted).
 
-
-def parse_categories(data: dict, source: Path) -> tuple[list[str], list[int]]:
-    """(class_names, label_to_category_id) with labels in increasing category id order."""
-    categories = _require_list(data, "categories", source)
+    Raises:
+        DatasetError: naming `source`, for anything the shared rule refuses (one line).
+    """
     try:
-        pairs = sorted((int(c["id"]), str(c["name"])) for c in categories)
-        np.asarray([cid for cid, _ in pairs], dtype=np.int64)  # ids beyond 64 bits raise OverflowError here
-    except (KeyError, TypeError, ValueError, OverflowError) as err:
-        raise DatasetError(source, f"malformed category entry ({err!r})") from None
-    ids = [cid for cid, _ in pairs]
-    if len(set(ids)) != len(ids):
-        raise DatasetError(source, "duplicate category ids")
-    if not pairs:
-        raise DatasetError(source, "no categories")
-    return [name for _, name in pairs], ids
+        return check_coco_instances(data, bad_boxes="drop")
+    except COCOFormatError as err:
+        raise DatasetError(source, str(err)) from None
+
+
+def parse_categories(data: Any, source: Path) -> tuple[list[str], list[int]]:
+    """(class_names, label_to_category_id) with labels in increasing category id order."""
+    try:
+        return _label_space(*check_categories(data), source)
+    except COCOFormatError as err:
+        raise DatasetError(source, str(err)) from None
 
 
 class COCODetection(DetectionDataset):
@@ -113,12 +120,10 @@ class COCODetection(DetectionDataset):
         seed: int = 0,
     ) -> None:
         self.ann_file = Path(ann_file)
-        data = load_json(self.ann_file)
-        if not isinstance(data, dict):
-            raise DatasetError(self.ann_file, "top level must be a JSON object")
-        class_names, category_ids = parse_categories(data, self.ann_file)
+        coco = check_instances(load_json(self.ann_file), self.ann_file)
+        class_names, category_ids = _label_space(coco.category_ids, coco.category_names, self.ann_file)
         issues = IssueCounter(self.ann_file)
-        table = self._build_table(data, category_ids, Path(image_root), issues)
+        table = self._build_table(coco, Path(image_root), issues)
         if drop_empty:
             table = drop_empty_images(table)
         if max_images is not None:
@@ -134,100 +139,22 @@ class COCODetection(DetectionDataset):
             transforms=transforms,
         )
 
-    def _build_table(
-        self, data: dict, category_ids: list[int], image_root: Path, issues: IssueCounter
-    ) -> AnnotationTable:
-        source = self.ann_file
-        images = _require_list(data, "images", source)
-        annotations = _require_list(data, "annotations", source, required=False)
-        try:
-            image_ids = np.array([int(im["id"]) for im in images], dtype=np.int64)
-            names = [check_relative_path(im["file_name"], source) for im in images]
-        except DatasetError:
-            raise
-        except (KeyError, TypeError, ValueError, OverflowError) as err:
-            raise DatasetError(source, f"malformed image entry ({err!r})") from None
-        if len(np.unique(image_ids)) != len(image_ids):
-            raise DatasetError(source, "duplicate image ids")
-        sizes = np.zeros((len(images), 2), dtype=np.int64)
-        for i, im in enumerate(images):
-            try:
-                sizes[i] = (int(im["height"]), int(im["width"]))
-            except OverflowError:  # infinite, or beyond 64 bits
-                raise DatasetError(source, f"image {names[i]!r} declares a width or height out of range") from None
-            except (KeyError, TypeError, ValueError):
-                # Width/height absent (some custom files): read them from the image header.
-                sizes[i] = read_image_size(image_root / names[i])
-        if (sizes <= 0).any():
-            bad = names[int(np.flatnonzero((sizes <= 0).any(axis=1))[0])]
-            raise DatasetError(source, f"image {bad!r} declares a non-positive width or height")
-
-        try:
-            ann_image = np.array([int(a["image_id"]) for a in annotations], dtype=np.int64)
-            ann_category = np.array([int(a["category_id"]) for a in annotations], dtype=np.int64)
-            ann_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
-            raise DatasetError(source, f"malformed annotation entry ({err!r})") from None
-        xywh = self._parse_bboxes(annotations)
-
-        # Map image ids to row numbers without a dict: search in the sorted ids.
-        order = np.argsort(image_ids)
-        if len(images):
-            pos = np.clip(np.searchsorted(image_ids[order], ann_image), 0, len(images) - 1)
-            known_image = image_ids[order][pos] == ann_image
-        else:
-            pos = np.zeros(len(ann_image), dtype=np.int64)
-            known_image = np.zeros(len(ann_image), dtype=bool)
-        if not known_image.all():
-            k = int(np.flatnonzero(~known_image)[0])
-            raise DatasetError(
-                source, f"annotation {annotations[k].get('id')!r} refers to unknown image_id {int(ann_image[k])}"
-            )
-        box_image_index = order[pos]
-
-        sorted_cats = np.asarray(category_ids, dtype=np.int64)  # already increasing
-        labels = np.clip(np.searchsorted(sorted_cats, ann_category), 0, len(sorted_cats) - 1)
-        known_category = sorted_cats[labels] == ann_category
-        if not known_category.all():
-            k = int(np.flatnonzero(~known_category)[0])
-            raise DatasetError(
-                source,
-                f"annotation {annotations[k].get('id')!r} of image {names[box_image_index[k]]!r} has "
-                f"unknown category_id {int(ann_category[k])} (declared: {category_ids})",
-            )
-        xyxy = xywh.copy()
-        xyxy[:, 2:] += xyxy[:, :2]
+    def _build_table(self, coco: CocoInstances, image_root: Path, issues: IssueCounter) -> AnnotationTable:
+        names = [check_relative_path(im.get("file_name"), self.ann_file) for im in coco.images]
+        sizes = coco.sizes.copy()
+        for i in np.flatnonzero((sizes == 0).any(axis=1)):
+            # Width/height absent (some custom files): read them from the image header.
+            sizes[i] = read_image_size(image_root / names[i])
         return AnnotationTable.build(
             file_names=names,
-            image_ids=image_ids,
+            image_ids=coco.image_ids,
             sizes=sizes,
-            box_image_index=box_image_index,
-            boxes=xyxy,
-            labels=labels,
-            ignore=ann_crowd,
+            box_image_index=coco.box_image,
+            boxes=coco.boxes,
+            labels=coco.box_label,
+            ignore=coco.crowd,
             issues=issues,
         )
-
-    def _parse_bboxes(self, annotations: list[dict]) -> np.ndarray:
-        """(B, 4) float64 XYWH; anything but 4 numbers raises naming the annotation file."""
-        try:
-            raw = [a["bbox"] for a in annotations]
-        except (KeyError, TypeError) as err:
-            raise DatasetError(self.ann_file, f"annotation without a bbox ({err!r})") from None
-        if not raw:
-            return np.zeros((0, 4))
-        # numpy would read null as NaN and "12" as 12.0: only JSON numbers (int, float) take the bulk path
-        if (set(map(type, raw)) <= {list} and set(map(len, raw)) == {4}
-                and set(map(type, chain.from_iterable(raw))) <= {int, float}):
-            try:
-                return np.array(raw, dtype=np.float64)
-            except OverflowError:  # an integer beyond float range: named below
-                pass
-        for a in annotations:  # the error path only: find the offender to name it
-            box = a["bbox"]
-            if not (isinstance(box, list) and len(box) == 4 and all(_is_float(v) for v in box)):
-                raise DatasetError(self.ann_file, f"annotation {a.get('id')!r}: bbox must be 4 numbers, got {box!r}")
-        raise DatasetError(self.ann_file, "malformed bbox values")
 
     def coco_gt(self) -> COCO:
         """The file's ground truth, unchanged, restricted to this dataset's images.
@@ -243,25 +170,31 @@ class COCODetection(DetectionDataset):
         """
         if self._coco_gt is None:
             data = load_json(self.ann_file)
-            kept = set(self.table.image_ids.tolist())
-            images = [copy.copy(im) for im in data["images"] if int(im["id"]) in kept]
-            for im, (h, w) in zip(images, self._sizes_by_id(images)):
-                im.setdefault("height", h)
-                im.setdefault("width", w)
-            annotations = []
-            given = [a.get("id") for a in data.get("annotations", [])]
-            usable = [i for i in given if _is_id(i)]
+            coco = check_instances(data, self.ann_file)
+            image_row = index_of(coco.image_ids, self.table.image_ids)  # file image -> row of a kept image, or -1
+            box_row = image_row[coco.box_image]  # (B,)
+            box_sizes = np.where(box_row[:, None] >= 0, self.table.sizes[np.maximum(box_row, 0)], np.inf)
+            keep = (box_row >= 0) & (box_rule(coco.boxes, box_sizes).problem == GOOD)
+
+            images = []
+            for im, row in zip(coco.images, image_row.tolist()):
+                if row >= 0:
+                    im = copy.copy(im)
+                    im.setdefault("height", int(self.table.sizes[row, 0]))
+                    im.setdefault("width", int(self.table.sizes[row, 1]))
+                    images.append(im)
+            given = [a.get("id") for a in coco.annotations]
+            usable = [i for i in given if is_int(i) and i > 0]
             repeated = {i for i, n in Counter(usable).items() if n > 1}
             next_id = max(usable, default=0) + 1
-            sizes = dict(zip(self.table.image_ids.tolist(), self.table.sizes.tolist()))  # id -> (h, w)
-            for a in data.get("annotations", []):
-                if int(a["image_id"]) not in kept or not _valid_gt_box(a["bbox"], sizes[int(a["image_id"])]):
-                    continue
-                a = dict(a)
-                if not _is_id(a.get("id")) or a["id"] in repeated:  # pycocotools keys matches on unique ids
+            annotations = []
+            for k in np.flatnonzero(keep).tolist():
+                a = dict(coco.annotations[k])
+                # pycocotools keys matches on unique positive ids
+                if not (is_int(a.get("id")) and a["id"] > 0) or a["id"] in repeated:
                     a["id"], next_id = next_id, next_id + 1
-                a["iscrowd"] = int(bool(a.get("iscrowd", 0)))  # as the training table reads it
-                if not _is_real(a.get("area")):
+                a["iscrowd"] = int(coco.crowd[k])  # as the training table reads it
+                if not is_finite_real(a.get("area")):
                     a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
                 a["bbox"] = [float(v) for v in a["bbox"]]
                 annotations.append(a)
@@ -275,35 +208,9 @@ class COCODetection(DetectionDataset):
             self._coco_gt = coco_from_dict(gt)
         return self._coco_gt
 
-    def _sizes_by_id(self, images: list[dict]) -> list[tuple[int, int]]:
-        row = {int(i): k for k, i in enumerate(self.table.image_ids.tolist())}
-        return [tuple(int(v) for v in self.table.sizes[row[int(im["id"])]]) for im in images]
 
-
-def _is_float(value: Any) -> bool:
-    """A JSON number that fits a float64 (inf and NaN do: they are dropped as counted boxes)."""
-    if type(value) not in (int, float):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
-
-
-def _is_id(value: Any) -> bool:
-    """A usable annotation id: a positive int (pycocotools reads 0 as "unmatched")."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _valid_gt_box(bbox: list, size: list[int]) -> bool:
-    """Whether an XYWH box survives `AnnotationTable.build`: finite, positive size, overlapping the image."""
-    x, y, w, h = (float(v) for v in bbox)
-    if not all(np.isfinite((x, y, w, h))) or w <= 0 or h <= 0:
-        return False
-    height, width = size
-    return min(x + w, width) > max(x, 0.0) and min(y + h, height) > max(y, 0.0)
+def _label_space(ids: np.ndarray, names: list, source: Path) -> tuple[list[str], list[int]]:
+    """(class_names, label_to_category_id) from the checked categories; a file without any is refused."""
+    if not len(ids):
+        raise DatasetError(source, "no categories")
+    return [str(name) for name in names], ids.tolist()

@@ -7,7 +7,7 @@ it on every evaluation, and a validation loop evaluates against the same object 
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import weakref
 from collections.abc import Mapping
@@ -15,19 +15,23 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
+from ..coco_format import COCOFormatError, check_coco_instances
 from ..io import JSONReadError, read_json
-from .errors import EvaluationError, is_int, is_real, json_type, maybe_quiet
+from .errors import EvaluationError, maybe_quiet
 
+logger = logging.getLogger(__name__)
 _CHECKED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # COCO objects whose dataset passed the check
 
 
 def load_coco_gt(source: str | os.PathLike | Mapping[str, Any], *, quiet: bool = True) -> COCO:
     """A pycocotools ``COCO`` from a COCO JSON path or an already-loaded dict.
 
-    The structure pycocotools needs for box evaluation is checked first ("images",
-    "annotations", "categories" lists; integer ids; "id", "area" and "iscrowd" on every
-    annotation, ids unique and not 0), so a bad file fails here with one clear line instead of a
-    KeyError deep inside COCOeval or a silently wrong number. A dict is used
+    The file is checked first by detector/coco_format.py's rule with scoring's policy (the
+    structure pycocotools needs, ids unique and declared, no box pycocotools cannot score), so a
+    bad file fails here with one clear line instead of a KeyError deep inside COCOeval or a
+    silently wrong number. Boxes of zero size or wholly outside their image are scored as
+    pycocotools scores them (missed objects, as in the official COCO numbers), with one logged
+    warning that counts them. A dict is used
     as is (not copied): pycocotools adds an "ignore" key to its annotations during evaluation.
     """
     if isinstance(source, Mapping):
@@ -62,46 +66,11 @@ def read_json_file(path: str | os.PathLike, what: str) -> Any:
 
 
 def _check_gt_dataset(dataset: Any, where: str) -> None:
-    if not isinstance(dataset, Mapping):
-        raise EvaluationError(
-            f"{where}: expected a JSON object with images/annotations/categories, got {json_type(dataset)}"
-        )
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(dataset.get(key), list):
-            raise EvaluationError(f"{where}: missing or non-list {key!r}")
-    for key, required in (("images", ("id",)), ("categories", ("id", "name")),
-                          ("annotations", ("id", "image_id", "category_id", "bbox", "area", "iscrowd"))):
-        for i, entry in enumerate(dataset[key]):
-            if not isinstance(entry, Mapping):
-                raise EvaluationError(f"{where}: {key}[{i}] is {json_type(entry)}, expected an object")
-            missing = [k for k in required if k not in entry]
-            if missing:
-                raise EvaluationError(f"{where}: {key}[{i}] lacks {', '.join(repr(k) for k in missing)}")
-    for key, field in (("images", "id"), ("categories", "id"), ("annotations", "image_id"),
-                       ("annotations", "category_id")):
-        values = [entry[field] for entry in dataset[key]]
-        if not set(map(type, values)) <= {int}:
-            i = next(i for i, v in enumerate(values) if not is_int(v))
-            raise EvaluationError(f"{where}: {key}[{i}] {field} must be an integer, got {values[i]!r}")
-    # pycocotools records a match as the matched annotation's id, 0 meaning "unmatched", and
-    # indexes annotations by id: an id 0 or a repeated id silently changes the numbers.
-    ann_ids = [a["id"] for a in dataset["annotations"]]
-    if len(set(ann_ids)) != len(ann_ids) or 0 in ann_ids:
-        seen: set = set()
-        for i, ann_id in enumerate(ann_ids):
-            if ann_id == 0:
-                raise EvaluationError(f"{where}: annotations[{i}] has id 0, which pycocotools reads as 'unmatched'; "
-                                      "number annotations from 1")
-            if ann_id in seen:
-                raise EvaluationError(f"{where}: annotations[{i}] repeats annotation id {ann_id!r}")
-            seen.add(ann_id)
-    # A ground-truth box that is not 4 finite numbers, or has a negative size, can never be matched:
-    # pycocotools would count it as a missed object and lower recall and AP without a word.
-    for i, a in enumerate(dataset["annotations"]):
-        box = a["bbox"]
-        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(is_real(v) for v in box)):
-            raise EvaluationError(f"{where}: annotations[{i}] bbox must be 4 numbers [x, y, w, h], got {box!r}")
-        if not all(math.isfinite(v) for v in box):
-            raise EvaluationError(f"{where}: annotations[{i}] has a non-finite bbox {box!r}")
-        if box[2] < 0 or box[3] < 0:
-            raise EvaluationError(f"{where}: annotations[{i}] has a negative bbox width or height {box!r}")
+    """The shared COCO rule with scoring's policy: refuse what pycocotools cannot score, drop nothing."""
+    try:
+        instances = check_coco_instances(dataset, bad_boxes="refuse", scoring_fields=True)
+    except COCOFormatError as err:
+        raise EvaluationError(f"{where}: {err}") from None
+    if instances.unmatchable:
+        logger.warning("%s: %d ground-truth box(es) of zero size or wholly outside the image: scored as missed "
+                       "objects, as pycocotools does (they lower recall and AP)", where, instances.unmatchable)

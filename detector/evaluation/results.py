@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from pycocotools.coco import COCO
 
-from .errors import EvaluationError, is_int, is_real, json_type
+from ..io import is_int, is_real, json_type
+from .errors import EvaluationError
 from .ground_truth import read_json_file
 
 logger = logging.getLogger("detector.evaluation.coco")
