@@ -39,7 +39,7 @@ from detector.model import build_retinanet
 from tests.data.fixtures import coco_json, load_script, make_voc, rgb_jpeg_bytes, write_coco
 from tests.data.test_image_loading import _exif_rotated_jpeg
 
-from .helpers import REPO, TINY, corrupt_after_scan, fit_args, script_env
+from .helpers import REPO, corrupt_after_scan, fit_args, script_env
 
 CATS = [(1, "a"), (2, "b")]
 BOX = {"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20]}

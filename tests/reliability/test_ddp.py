@@ -15,7 +15,6 @@ it trainable, the val AP differs by up to a few hundredths at the tiny AP these 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -27,7 +26,7 @@ import torch.multiprocessing as mp
 from detector.model.losses import RetinaNetLoss
 from detector.model.matcher import BACKGROUND
 
-from .helpers import REPO, RecordSteps, TINY, callback_arg, fit_args, script_env
+from .helpers import REPO, RecordSteps, callback_arg, fit_args, script_env
 
 
 # ------------------------------------------------------------------------------ the normaliser
