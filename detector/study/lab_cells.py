@@ -4,7 +4,9 @@ A cell is one (level, optimizer, loss): its best lr on the grid (by the first se
 0.05 score threshold; ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr
 run beside it. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
 when its size is not larger than the seed spread: the larger of the two losses' AP ranges over the
-seeds (max - min). With one seed there is no spread, and the verdict says so.
+seeds (max - min). With one seed there is no spread, and the verdict says so. When both cells
+stay below NOISE_FLOOR AP, the gap is between two models that found next to nothing: its verdict
+is "noise floor", whatever its sign.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .variants import parse_variant
 FOCAL, CE, SAMPLING_FREE = "focal_g2_a0.25", "ce_prior", "sampling_free"
 GAPS: tuple[tuple[str, str, str], ...] = ((FOCAL, CE, "focal − CE"), (SAMPLING_FREE, CE, "Sampling-Free − CE"))
 THRESHOLDS = (("AP", "score ≥ 0.05"), ("AP_low", "score ≥ 0.001"))
+#: Mean AP below which a cell has not left the noise floor (one AP point).
+NOISE_FLOOR = 0.01
 
 
 def run_ap(r: dict | None, key: str = "AP") -> float | None:
@@ -73,15 +77,22 @@ def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against
     if not per_seed:
         return None
     values = list(per_seed.values())
-    spreads = []
+    spreads, means = [], []
     for cell in (a, b):
         aps = [run_ap(cell["by_seed"][s], key) for s in per_seed]
         spreads.append(max(aps) - min(aps))
+        means.append(float(np.mean(aps)))
     mean = float(np.mean(values))
     spread = max(spreads) if len(per_seed) > 1 else None
-    verdict = "one seed" if spread is None else ("tie" if abs(mean) <= spread else ("ahead" if mean > 0 else "behind"))
+    floor = max(means) < NOISE_FLOOR
+    if floor:
+        verdict = "noise floor"
+    elif spread is None:
+        verdict = "one seed"
+    else:
+        verdict = "tie" if abs(mean) <= spread else ("ahead" if mean > 0 else "behind")
     return {"per_seed": per_seed, "mean": mean, "min": min(values), "max": max(values), "spread": spread,
-            "verdict": verdict}
+            "floor": floor, "verdict": verdict}
 
 
-__all__ = ["GAPS", "THRESHOLDS", "best_cells", "gap", "run_ap"]
+__all__ = ["GAPS", "NOISE_FLOOR", "THRESHOLDS", "best_cells", "gap", "run_ap"]

@@ -2,7 +2,8 @@
 
 - gap_vs_imbalance.png: the gaps AP(focal) - AP(CE), AP(Sampling-Free) - AP(CE) of the best cells
   against the measured anchor-level ratio (log axis), one line per optimizer and comparison,
-  error bars from the per-seed gaps; one panel per score threshold.
+  error bars from the per-seed gaps; one panel per score threshold. Hollow: preliminary (grid not
+  complete, or one seed); a cross: both cells below the noise floor (the gap says nothing).
 - ap_over_steps_best.png: validation AP over the steps of the best-of-grid cells (first seed).
 - In each <level>_<optimizer>/ folder: the loss study's ap_over_steps.png, loss_cdf.png (the
   paper's Figure 4, from the best focal cell) and background_scores.png of the best cells.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lab_cells import GAPS, THRESHOLDS, best_cells, gap
+from .lab_cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap
 from .plots import plot_ap_over_steps, plot_background_scores, plot_loss_cdf, save_figure, variant_colors
 from .records import load_stats, read_columns
 from .variants import parse_variant
@@ -30,7 +31,7 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     for ax, (key, tlabel) in zip(axes, THRESHOLDS):
         for oi, optimizer in enumerate(lab.optimizers):
             for gi, (loss, against, label) in enumerate(GAPS):
-                xs, ys, lo, hi, prelim = [], [], [], [], []
+                xs, ys, lo, hi, prelim, floor = [], [], [], [], [], []
                 for level in lab.levels:
                     st = lab.level_stats(level) or {}
                     g = gap(cells, level.name, optimizer.name, loss, against, key)
@@ -42,6 +43,7 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
                     hi.append(g["max"] - g["mean"])
                     both = (cells[(level.name, optimizer.name, loss)], cells[(level.name, optimizer.name, against)])
                     prelim.append(g["spread"] is None or not all(c["complete"] for c in both))
+                    floor.append(g["floor"])
                 if not xs:
                     continue
                 order = np.argsort(xs)
@@ -50,10 +52,13 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
                 xs, ys = np.array(xs)[order] * dodge, np.array(ys)[order]
                 err = np.array([np.array(lo)[order], np.array(hi)[order]])
                 marker = "o" if gi == 0 else "s"
-                weak = np.array(prelim, dtype=bool)[order]  # hollow: the grid is not complete, or one seed only
+                at_floor = np.array(floor, dtype=bool)[order]
+                weak = np.array(prelim, dtype=bool)[order] & ~at_floor  # hollow: grid not complete, or one seed
+                full = ~weak & ~at_floor
                 ax.errorbar(xs, ys, yerr=err, ls="-" if gi == 0 else "--", color=colors(oi), capsize=4,
                             label=f"{label}, {optimizer.name}")
-                ax.plot(xs[~weak], ys[~weak], ls="none", marker=marker, ms=7, color=colors(oi), zorder=3)
+                ax.plot(xs[full], ys[full], ls="none", marker=marker, ms=7, color=colors(oi), zorder=3)
+                ax.plot(xs[at_floor], ys[at_floor], ls="none", marker="x", ms=9, mew=2, color=colors(oi), zorder=3)
                 ax.plot(xs[weak], ys[weak], ls="none", marker=marker, ms=7, mfc="white", mec=colors(oi), zorder=3)
                 drawn = True
         ax.axhline(0, color="gray", lw=1)
@@ -66,8 +71,8 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     if drawn:
         axes[0].legend(fontsize=8)
     fig.suptitle("AP(focal) − AP(CE) and AP(Sampling-Free) − AP(CE) against the imbalance\n(error bars: range over "
-                 "seeds; hollow: a grid not complete or one seed only, preliminary; points nudged apart sideways)",
-                 y=1.04)
+                 "seeds; hollow: a grid not complete or one seed only, preliminary;\nx: both losses below "
+                 f"{NOISE_FLOOR:g} AP, the noise floor; points nudged apart sideways)", y=1.08)
     save_figure(fig, path)
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .lab_cells import GAPS, THRESHOLDS, best_cells, gap, run_ap
+from .lab_cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap, run_ap
 from .lab_plots import write_lab_plots
 from .records import read_rows, write_atomic
+from .report import shown_path
 from .runner import load_results
 from .variants import parse_variant
 
@@ -84,7 +85,7 @@ def summary_markdown(lab, rows: list[dict]) -> str:
     lrs = {o.name: o.lrs for o in lab.optimizers}
     cells = best_cells(rows, lrs)
     out = ["# The imbalance lab: best-of-grid cells", ""]
-    out += [f"Preset `{lab.preset}`; {len(rows)} finished runs (results.csv). Written by detector.study.lab_report.",
+    out += [f"Preset `{shown_path(lab.preset)}`; {len(rows)} finished runs (results.csv). Written by detector.study.lab_report.",
             "", "## Levels (measured with detector.study.anchor_stats on the val split)", "",
             "| level | objects / image | steps | positive anchors / image | neg : pos anchors | neg : pos sigmoid terms "
             "| foreground fraction (Sampling-Free's prior) |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -124,7 +125,8 @@ def summary_markdown(lab, rows: list[dict]) -> str:
                    f"{'yes' if c['complete'] else 'no'} |")
     out += ["", "## Gaps", "",
             "AP(loss) − AP(CE with π = 0.01) of the best cells, per seed; a gap no larger than the seed spread (the "
-            "larger AP range of the two losses over the seeds) is a tie.", "",
+            "larger AP range of the two losses over the seeds) is a tie. When both cells' mean AP is below "
+            f"{NOISE_FLOOR:g}, neither left the noise floor and the verdict says so, whatever the gap's sign.", "",
             "| level | neg : pos anchors | optimizer | comparison | threshold | gap per seed | mean | seed spread | "
             "verdict |", "|---|---:|---|---|---|---|---:|---:|---|"]
     for optimizer in lab.optimizers:

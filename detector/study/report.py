@@ -69,7 +69,7 @@ def results_markdown(results: list[dict], study=None, stats: dict[str, dict] | N
     if study is not None:
         s = study.settings
         lines += [
-            f"Preset `{_rel(study.preset)}`: {s['max_steps']} training steps per variant, validation every "
+            f"Preset `{shown_path(study.preset)}`: {s['max_steps']} training steps per variant, validation every "
             f"{study.val_interval} steps; every variant shares the seed, data, schedule and model, and differs "
             "only in its classification loss and classifier bias init.",
             "",
@@ -128,7 +128,8 @@ def _pct(value: Any) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * float(value):.1f} %"
 
 
-def _rel(path: Path) -> str:
+def shown_path(path: Path) -> str:
+    """The path relative to the working directory when it lies under it (tables name no home folders)."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
