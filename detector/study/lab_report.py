@@ -85,7 +85,8 @@ def summary_markdown(lab, rows: list[dict]) -> str:
     lrs = {o.name: o.lrs for o in lab.optimizers}
     cells = best_cells(rows, lrs)
     out = ["# The imbalance lab: best-of-grid cells", ""]
-    out += [f"Preset `{shown_path(lab.preset)}`; {len(rows)} finished runs (results.csv). Written by detector.study.lab_report.",
+    out += [f"Preset `{shown_path(lab.preset)}`; {len(rows)} finished runs (results.csv). "
+            "Written by detector.study.lab_report.",
             "", "## Levels (measured with detector.study.anchor_stats on the val split)", "",
             "| level | objects / image | steps | positive anchors / image | neg : pos anchors | neg : pos sigmoid terms "
             "| foreground fraction (Sampling-Free's prior) |", "|---|---:|---:|---:|---:|---:|---:|"]

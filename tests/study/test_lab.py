@@ -225,9 +225,14 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
         assert float(r["AP_low"]) >= float(r["AP"]) >= 0  # more low-score detections never lower COCO AP
     summary = (out / "summary.md").read_text()
     assert "## Levels" in summary and "| dense | adamw | focal_g2_a0.25 | 0.002 |" in summary
-    assert "| adamw | focal − CE | score ≥ 0.001 |" in summary
-    # one seed, a handful of steps: no spread to judge by, and likely no model off the floor yet
-    assert "| one seed |" in summary or "| noise floor |" in summary
+    # one seed: no spread to judge by; "noise floor" when both APs stay below one AP point (docs/ablation.md)
+    ap = {(r["level"], r["loss"], key): float(r[key]) for r in rows for key in ("AP", "AP_low")}
+    for level in ("dense", "sparse"):
+        for key, tlabel in (("AP", "score ≥ 0.05"), ("AP_low", "score ≥ 0.001")):
+            floor = max(ap[(level, "ce_prior", key)], ap[(level, "focal_g2_a0.25", key)]) < 0.01
+            line = next(ln for ln in summary.splitlines()
+                        if ln.startswith(f"| {level} |") and f"| adamw | focal − CE | {tlabel} |" in ln)
+            assert line.endswith("| noise floor |" if floor else "| one seed |"), line
     for name in ("gap_vs_imbalance.png", "ap_over_steps_best.png", "dense_adamw/loss_cdf.png",
                  "dense_adamw/background_scores.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
