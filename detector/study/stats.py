@@ -120,6 +120,11 @@ def top_share(losses: np.ndarray, fraction: float) -> float:
     return float(np.sort(losses)[-n:].sum() / losses.sum())
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """sigmoid(z) in float64 as exp(-softplus(-z)): no overflow warning for confident logits."""
+    return np.exp(-np.logaddexp(0.0, -z.astype(np.float64)))
+
+
 def _rounded(values: np.ndarray, digits: int = 6) -> list[float | None]:
     return [None if not np.isfinite(v) else round(float(v), digits) for v in values]
 
@@ -135,8 +140,8 @@ def summarize(collected: dict[str, Any], *, own_gamma: float, gammas: tuple[floa
             losses = anchor_losses(z, gamma)
             cdf[kind][f"{gamma:g}"] = _rounded(loss_cdf(losses))
             top[kind][f"{gamma:g}"] = {f"{f:g}": round(top_share(losses, f), 6) for f in TOP_FRACTIONS}
-    bg_scores = 1.0 / (1.0 + np.exp(np.min(neg, axis=1).astype(np.float64))) if len(neg) else np.zeros(0)  # max_k p
-    pos_scores = 1.0 / (1.0 + np.exp(-collected["positive_true"].astype(np.float64)))  # p of the true class
+    bg_scores = _sigmoid(-np.min(neg, axis=1)) if len(neg) else np.zeros(0)  # max_k p
+    pos_scores = _sigmoid(collected["positive_true"])  # p of the true class
     quantiles = {f"{q:g}": round(float(np.quantile(bg_scores, q / 100)), 8) if len(bg_scores) else None
                  for q in (50, 99, 99.9)}
     return {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 from detector.study import StudyError, build_study
 from detector.study.overrides import parse_overrides
@@ -111,3 +114,16 @@ def test_gamma_concentrates_the_negatives_loss_on_the_hard_ones():
     top = stats["top_share"]["negative"]
     assert top["2"]["0.01"] > 0.9 > top["0"]["0.01"]  # gamma 2: the hardest 1 % carry nearly all of it
     assert stats["negatives"] == 20200 and sum(stats["score_hist"]["background"]) == 20200
+
+
+def test_scores_of_confident_logits_match_torch_sigmoid_without_overflow_warnings():
+    # signed logits far beyond exp's float64 range: a very confident background and a very confident miss
+    neg = np.array([[800.0, 900.0], [-2.0, 5.0], [0.5, 3.0]])
+    true = np.array([-800.0, 1.5, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = summarize({"positive": neg, "negative": neg, "positive_true": true, "images": 3}, own_gamma=2.0)
+    bg = torch.sigmoid(-torch.tensor(neg, dtype=torch.float64).min(1).values).numpy()  # max_k p of each anchor
+    assert stats["background_score_quantiles"]["50"] == pytest.approx(round(float(np.quantile(bg, 0.5)), 8))
+    assert stats["background_above_inference_score_per_image"] == pytest.approx(round(float((bg >= 0.05).sum()) / 3, 3))
+    assert stats["positive_score_median"] == pytest.approx(0.5)  # sigmoid(0), the median of 0, 0.818, 0.5
