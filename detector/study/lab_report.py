@@ -5,6 +5,7 @@
   lr with its AP at every seed and both score thresholds, the recipe-lr row beside it, and the
   gaps AP(focal) - AP(CE), AP(Sampling-Free) - AP(CE) with their seed range and a tie verdict
   (the rules: detector.study.lab_cells).
+  Then the classification loss at the first step against its closed form (detector.study.first_step).
 - `write_lab_report` writes both, and the figures (detector.study.lab_plots).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .first_step import first_step_rows
 from .lab_cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap, run_ap
 from .lab_plots import write_lab_plots
 from .records import read_rows, write_atomic
@@ -142,7 +144,29 @@ def summary_markdown(lab, rows: list[dict]) -> str:
                     out.append(f"| {level.name} | 1 : {st.get('negatives_per_positive', float('nan')):,.0f} | "
                                f"{optimizer.name} | {label} | {tlabel} | {per_seed} | {g['mean']:+.3f} | "
                                f"{_f(g['spread'])} | {g['verdict']} |")
+    out += _first_step_section(lab, rows)
     return "\n".join(out) + "\n"
+
+
+def _first_step_section(lab, rows: list[dict]) -> list[str]:
+    def pair(closed: float | None, measured: float | None, fmt) -> str:
+        return f"{'–' if closed is None else fmt(closed)} / {'–' if measured is None else fmt(measured)}"
+
+    out = ["", "## The classification loss at the first step", "",
+           "Per positive anchor, before the first update. Closed form: every output at the prior p = π, one "
+           "positive term α (1 − p)^γ · −log p and (neg : pos sigmoid terms) negative terms (1 − α) p^γ · −log(1 − p) "
+           "each (detector.study.first_step); Sampling-Free has no fixed prior and scales its loss to the box loss. "
+           "Measured: loss_cls and neg_loss_share in the first row of the loss's recipe-lr run's train.csv (one batch, "
+           "whose own imbalance differs from the level's mean).", "",
+           "| level | neg : pos sigmoid terms | loss | loss: closed form / measured | negatives' share: closed form / "
+           "measured |", "|---|---:|---|---:|---:|"]
+    for r in first_step_rows(lab, rows):
+        closed, measured = r["closed"] or (None, None), r["measured"] or {}
+        ratio = "–" if r["ratio_term"] is None else f"1 : {r['ratio_term']:,.0f}"
+        out.append(f"| {r['level']} | {ratio} | {r['loss']} | "
+                   f"{pair(closed[0], measured.get('loss_cls'), lambda x: f'{x:.3g}')} | "
+                   f"{pair(closed[1], measured.get('neg_loss_share'), lambda x: f'{100 * x:.2g} %')} |")
+    return out
 
 
 def write_lab_report(lab, plots: bool = True) -> list[dict]:

@@ -17,12 +17,14 @@ from torchvision.ops import box_iou
 
 from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.retinanet import guided_loss_scaling
+from detector.study.first_step import loss_at_prior
 from detector.study.lab import LabError, build_lab
 from detector.study.lab_cells import best_cells, gap
 from detector.study.lab_report import RUN_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.plan import Study
 from detector.study.presets import PRESET_DIR, StudyError
+from detector.study.records import read_rows
 from detector.study.variants import parse_variant
 from tests.conftest import write_tiny_synthetic
 
@@ -233,6 +235,14 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
             line = next(ln for ln in summary.splitlines()
                         if ln.startswith(f"| {level} |") and f"| adamw | focal − CE | {tlabel} |" in ln)
             assert line.endswith("| noise floor |" if floor else "| one seed |"), line
+    # CE's logged loss at step 1 is the closed form at the prior init (tested against torchvision), with that
+    # batch's own anchor counts: one positive term and K - 1 negative ones per positive anchor, K per negative
+    first = read_rows(out / "dense_adamw" / "runs" / "ce_prior+lr0.002" / "train.csv")[0]
+    pos, neg, k = float(first["positives"]), float(first["negatives"]), levels["dense"]["num_classes"]
+    expected, share = loss_at_prior((neg * k + pos * (k - 1)) / pos, prior=0.01)
+    assert float(first["loss_cls"]) == pytest.approx(expected, rel=0.05)
+    assert float(first["neg_loss_share"]) == pytest.approx(share, rel=0.05)
+    assert "## The classification loss at the first step" in summary
     for name in ("gap_vs_imbalance.png", "ap_over_steps_best.png", "dense_adamw/loss_cdf.png",
                  "dense_adamw/background_scores.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name

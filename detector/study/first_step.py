@@ -1,0 +1,67 @@
+"""The classification loss at the first step: the closed form at the prior init, and what the runs measured.
+
+With the prior init every classification logit starts near b = -log((1 - pi) / pi), so every
+sigmoid output is p = pi. Normalised by the positive anchors, each positive anchor then brings one
+positive term, alpha (1 - p)^gamma * -log(p), and `neg_terms_per_pos` negative terms (its other
+classes and its share of the background anchors), each (1 - alpha) p^gamma * -log(1 - p). Plain CE
+is gamma 0 without alpha: its loss grows linearly with the imbalance, focal loss's hardly moves.
+
+`first_step_rows` sets that beside the first row of each recipe run's train.csv (the loss of the
+first batch, before any update).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .records import read_rows
+from .variants import parse_variant
+
+
+def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
+                  alpha: float | None = None) -> tuple[float, float]:
+    """(classification loss per positive anchor, negatives' share of it) when every output is p = prior."""
+    w_pos, w_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
+    positive = w_pos * (1.0 - prior) ** gamma * -math.log(prior)
+    negative = neg_terms_per_pos * w_neg * prior**gamma * -math.log1p(-prior)
+    return positive + negative, negative / (positive + negative)
+
+
+def first_row(train_csv: Path) -> dict[str, float] | None:
+    """loss_cls and neg_loss_share of a run's first logged step (None: not logged)."""
+    rows = read_rows(train_csv)
+    if not rows or rows[0].get("loss_cls") in (None, ""):
+        return None
+    return {k: float(rows[0][k]) for k in ("loss_cls", "neg_loss_share") if rows[0].get(k) not in (None, "")}
+
+
+def first_step_rows(lab, runs: list[dict]) -> list[dict]:
+    """Per level and loss: the closed form (None where the loss has no fixed prior) and the measured first step.
+
+    The measured values come from the first optimizer with a finished recipe-lr run of the loss (its
+    lowest seed); before the first update the optimizer and the lr do not matter.
+    """
+    out = []
+    for level in lab.levels:
+        ratio = (lab.level_stats(level) or {}).get("negative_terms_per_positive_term")
+        for loss in lab.losses:
+            v = parse_variant(loss)
+            closed = None
+            if ratio is not None and v.cls_loss in ("ce", "focal") and v.prior_prob is not None and not (
+                    v.prior_from_data or v.guided):
+                closed = loss_at_prior(ratio, v.prior_prob, v.gamma, v.alpha)
+            measured = None
+            for optimizer in lab.optimizers:
+                recipe_runs = sorted((r for r in runs if r["level"] == level.name and r["optimizer"] == optimizer.name
+                                      and r["loss"] == loss and r["recipe"]), key=lambda r: r["seed"])
+                if recipe_runs:
+                    measured = first_row(lab.cell_dir(level, optimizer) / "runs" / recipe_runs[0]["variant"] / "train.csv")
+                if measured is not None:
+                    break
+            out.append({"level": level.name, "ratio_term": ratio, "loss": loss, "closed": closed,
+                        "measured": measured})
+    return out
+
+
+__all__ = ["first_row", "first_step_rows", "loss_at_prior"]

@@ -1,0 +1,31 @@
+"""The closed-form loss at the prior init, against torchvision's sigmoid_focal_loss on the same logits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss
+
+from detector.study.first_step import first_row, loss_at_prior
+
+
+@pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (1.0, 0.5)])
+@pytest.mark.parametrize("neg_terms", [4, 235, 11829])
+def test_loss_at_prior_matches_torchvision_on_logits_at_the_prior_bias(gamma, alpha, neg_terms):
+    prior = 0.01
+    logits = torch.full((1 + neg_terms,), -math.log((1 - prior) / prior), dtype=torch.float64)
+    targets = torch.zeros_like(logits)
+    targets[0] = 1.0  # one positive term, the rest negative
+    terms = sigmoid_focal_loss(logits, targets, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="none")
+    loss, share = loss_at_prior(neg_terms, prior, gamma, alpha)
+    assert loss == pytest.approx(terms.sum().item(), rel=1e-9)
+    assert share == pytest.approx((terms[1:].sum() / terms.sum()).item(), rel=1e-9)
+
+
+def test_first_row_reads_the_first_logged_step(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("step,loss,loss_cls,loss_box,neg_loss_share\n1,8.0,7.25,0.75,0.35\n2,5.0,4.5,0.5,0.2\n")
+    assert first_row(path) == {"loss_cls": 7.25, "neg_loss_share": 0.35}
+    assert first_row(tmp_path / "missing.csv") is None
