@@ -7,7 +7,7 @@ classes and its share of the background anchors), each (1 - alpha) p^gamma * -lo
 is gamma 0 without alpha: its loss grows linearly with the imbalance, focal loss's hardly moves.
 
 `first_step_rows` sets that beside the first row of each recipe run's train.csv (the loss of the
-first batch, before any update).
+first batch, before any update), at the level's mean ratio and at that batch's own.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from .records import read_rows
-from .variants import parse_variant
+from .variants import Variant, parse_variant
 
 
 def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
@@ -28,12 +28,26 @@ def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
     return positive + negative, negative / (positive + negative)
 
 
+def closed_form(variant: Variant, neg_terms: float | None) -> tuple[float, float] | None:
+    """`loss_at_prior` for a variant with a fixed prior (CE or focal loss); None for the others."""
+    fixed = variant.cls_loss in ("ce", "focal") and variant.prior_prob is not None
+    if not fixed or variant.prior_from_data or variant.guided or neg_terms is None:
+        return None
+    return loss_at_prior(neg_terms, variant.prior_prob, variant.gamma, variant.alpha)
+
+
 def first_row(train_csv: Path) -> dict[str, float] | None:
-    """loss_cls and neg_loss_share of a run's first logged step (None: not logged)."""
+    """loss_cls, neg_loss_share, positives and negatives (anchors an image) of a run's first logged step."""
     rows = read_rows(train_csv)
     if not rows or rows[0].get("loss_cls") in (None, ""):
         return None
-    return {k: float(rows[0][k]) for k in ("loss_cls", "neg_loss_share") if rows[0].get(k) not in (None, "")}
+    keys = ("loss_cls", "neg_loss_share", "positives", "negatives")
+    return {k: float(rows[0][k]) for k in keys if rows[0].get(k) not in (None, "")}
+
+
+def neg_terms_per_pos(positives: float, negatives: float, num_classes: int) -> float:
+    """Negative sigmoid terms per positive term: K per negative anchor and K - 1 per positive one."""
+    return (negatives * num_classes + positives * (num_classes - 1)) / positives
 
 
 def first_step_rows(lab, runs: list[dict]) -> list[dict]:
@@ -44,13 +58,10 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
     """
     out = []
     for level in lab.levels:
-        ratio = (lab.level_stats(level) or {}).get("negative_terms_per_positive_term")
+        stats = lab.level_stats(level) or {}
+        ratio, k = stats.get("negative_terms_per_positive_term"), stats.get("num_classes")
         for loss in lab.losses:
             v = parse_variant(loss)
-            closed = None
-            if ratio is not None and v.cls_loss in ("ce", "focal") and v.prior_prob is not None and not (
-                    v.prior_from_data or v.guided):
-                closed = loss_at_prior(ratio, v.prior_prob, v.gamma, v.alpha)
             measured = None
             for optimizer in lab.optimizers:
                 recipe_runs = sorted((r for r in runs if r["level"] == level.name and r["optimizer"] == optimizer.name
@@ -59,9 +70,13 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
                     measured = first_row(lab.cell_dir(level, optimizer) / "runs" / recipe_runs[0]["variant"] / "train.csv")
                 if measured is not None:
                     break
-            out.append({"level": level.name, "ratio_term": ratio, "loss": loss, "closed": closed,
+            batch_ratio = None
+            if measured and k and measured.get("positives"):
+                batch_ratio = neg_terms_per_pos(measured["positives"], measured.get("negatives", 0.0), int(k))
+            out.append({"level": level.name, "loss": loss, "ratio_term": ratio, "batch_ratio_term": batch_ratio,
+                        "closed": closed_form(v, ratio), "closed_batch": closed_form(v, batch_ratio),
                         "measured": measured})
     return out
 
 
-__all__ = ["first_row", "first_step_rows", "loss_at_prior"]
+__all__ = ["closed_form", "first_row", "first_step_rows", "loss_at_prior", "neg_terms_per_pos"]

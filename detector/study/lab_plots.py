@@ -5,6 +5,9 @@
   error bars from the per-seed gaps; one panel per score threshold. Hollow: preliminary (grid not
   complete, or one seed); a cross: both cells below the noise floor (the gap says nothing).
 - ap_over_steps_best.png: validation AP over the steps of the best-of-grid cells (first seed).
+- first_step_loss.png: each loss's classification loss at the first step against the negative :
+  positive sigmoid terms (log-log): the closed form at the prior init as a line, the runs' first
+  logged step as points at their first batch's own ratio (detector.study.first_step).
 - In each <level>_<optimizer>/ folder: the loss study's ap_over_steps.png, loss_cdf.png (the
   paper's Figure 4, from the best focal cell) and background_scores.png of the best cells.
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .first_step import closed_form, first_step_rows
 from .lab_cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap
 from .plots import plot_ap_over_steps, plot_background_scores, plot_loss_cdf, save_figure, variant_colors
 from .records import load_stats, read_columns
@@ -103,6 +107,37 @@ def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_first_step_loss(lab, rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    first = first_step_rows(lab, rows)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    colors = plt.get_cmap("tab10")
+    level_ratios = {r["level"]: r["ratio_term"] for r in first if r["ratio_term"] is not None}
+    ratios = [x for r in first for x in (r["ratio_term"], r["batch_ratio_term"]) if x is not None]
+    xs = np.geomspace(min(ratios, default=10.0) / 3, max(ratios, default=1e4) * 3, 200)
+    for li, loss in enumerate(lab.losses):
+        v = parse_variant(loss)
+        if closed_form(v, 1.0) is not None:
+            ax.plot(xs, [closed_form(v, x)[0] for x in xs], color=colors(li), label=f"{loss}: closed form")
+        pts = [(r["batch_ratio_term"], r["measured"]["loss_cls"]) for r in first
+               if r["loss"] == loss and r["measured"] and r["batch_ratio_term"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), ls="none", marker="o", ms=7, mfc="white", mec=colors(li), mew=2,
+                    label=f"{loss}: measured, first batch")
+    for name, x in level_ratios.items():
+        ax.axvline(x, color="gray", ls=":", lw=1)
+        ax.text(x, 1.02, name, transform=ax.get_xaxis_transform(), ha="center", fontsize=8, color="gray")
+    ax.set(xscale="log", yscale="log", xlabel="negative : positive sigmoid terms (1 : x)",
+           ylabel="classification loss per positive anchor at step 1")
+    ax.grid(alpha=0.3, which="both")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.suptitle("The classification loss before the first update, at the prior init\n(dotted: each level's mean "
+                 "ratio; points: each level's first batch)", y=1.04)
+    save_figure(fig, path)
+
+
 def plot_cells(lab, rows: list[dict]) -> None:
     """In each <level>_<optimizer>/ folder: AP over steps, Figure-4 CDF and score histograms of its best cells."""
     cells = best_cells(rows)
@@ -130,7 +165,8 @@ def write_lab_plots(lab, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     plot_gap_vs_imbalance(lab, rows, lab.out / "gap_vs_imbalance.png")
     plot_ap_over_steps_best(lab, rows, lab.out / "ap_over_steps_best.png")
+    plot_first_step_loss(lab, rows, lab.out / "first_step_loss.png")
     plot_cells(lab, rows)
 
 
-__all__ = ["plot_ap_over_steps_best", "plot_cells", "plot_gap_vs_imbalance", "write_lab_plots"]
+__all__ = ["plot_ap_over_steps_best", "plot_cells", "plot_first_step_loss", "plot_gap_vs_imbalance", "write_lab_plots"]

@@ -149,23 +149,23 @@ def summary_markdown(lab, rows: list[dict]) -> str:
 
 
 def _first_step_section(lab, rows: list[dict]) -> list[str]:
-    def pair(closed: float | None, measured: float | None, fmt) -> str:
-        return f"{'–' if closed is None else fmt(closed)} / {'–' if measured is None else fmt(measured)}"
+    def three(values, fmt) -> str:
+        return " / ".join("–" if x is None else fmt(x) for x in values)
 
     out = ["", "## The classification loss at the first step", "",
            "Per positive anchor, before the first update. Closed form: every output at the prior p = π, one "
            "positive term α (1 − p)^γ · −log p and (neg : pos sigmoid terms) negative terms (1 − α) p^γ · −log(1 − p) "
-           "each (detector.study.first_step); Sampling-Free has no fixed prior and scales its loss to the box loss. "
-           "Measured: loss_cls and neg_loss_share in the first row of the loss's recipe-lr run's train.csv (one batch, "
-           "whose own imbalance differs from the level's mean).", "",
-           "| level | neg : pos sigmoid terms | loss | loss: closed form / measured | negatives' share: closed form / "
-           "measured |", "|---|---:|---|---:|---:|"]
+           "each (detector.study.first_step), at the level's mean ratio and at the first batch's own; Sampling-Free "
+           "has no fixed prior and scales its loss to the box loss. Measured: loss_cls and neg_loss_share in the "
+           "first row of the loss's recipe-lr run's train.csv (one batch).", "",
+           "| level | loss | neg : pos sigmoid terms: level / first batch | loss: closed form at the level's / at "
+           "the batch's / measured | negatives' share: the same three |", "|---|---|---:|---:|---:|"]
     for r in first_step_rows(lab, rows):
-        closed, measured = r["closed"] or (None, None), r["measured"] or {}
-        ratio = "–" if r["ratio_term"] is None else f"1 : {r['ratio_term']:,.0f}"
-        out.append(f"| {r['level']} | {ratio} | {r['loss']} | "
-                   f"{pair(closed[0], measured.get('loss_cls'), lambda x: f'{x:.3g}')} | "
-                   f"{pair(closed[1], measured.get('neg_loss_share'), lambda x: f'{100 * x:.2g} %')} |")
+        closed, batch, measured = r["closed"] or (None, None), r["closed_batch"] or (None, None), r["measured"] or {}
+        ratios = three((r["ratio_term"], r["batch_ratio_term"]), lambda x: f"1 : {x:,.0f}")
+        loss = three((closed[0], batch[0], measured.get("loss_cls")), lambda x: f"{x:.3g}")
+        share = three((closed[1], batch[1], measured.get("neg_loss_share")), lambda x: f"{100 * x:.2g} %")
+        out.append(f"| {r['level']} | {r['loss']} | {ratios} | {loss} | {share} |")
     return out
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from detector.study.first_step import first_row, loss_at_prior
+from detector.study.first_step import closed_form, first_row, loss_at_prior, neg_terms_per_pos
+from detector.study.variants import parse_variant
 
 
 @pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (1.0, 0.5)])
@@ -26,6 +27,19 @@ def test_loss_at_prior_matches_torchvision_on_logits_at_the_prior_bias(gamma, al
 
 def test_first_row_reads_the_first_logged_step(tmp_path):
     path = tmp_path / "train.csv"
-    path.write_text("step,loss,loss_cls,loss_box,neg_loss_share\n1,8.0,7.25,0.75,0.35\n2,5.0,4.5,0.5,0.2\n")
-    assert first_row(path) == {"loss_cls": 7.25, "neg_loss_share": 0.35}
+    path.write_text("step,loss,loss_cls,loss_box,positives,negatives,neg_loss_share\n"
+                    "1,8.0,7.25,0.75,2.0,100.0,0.35\n2,5.0,4.5,0.5,3.0,90.0,0.2\n")
+    assert first_row(path) == {"loss_cls": 7.25, "neg_loss_share": 0.35, "positives": 2.0, "negatives": 100.0}
     assert first_row(tmp_path / "missing.csv") is None
+
+
+def test_negative_terms_count_every_class_of_a_negative_anchor_and_the_others_of_a_positive_one():
+    # 2 positive anchors and 100 negative ones, 5 classes: 2 positive terms, 2 * 4 + 100 * 5 negative terms
+    assert neg_terms_per_pos(2.0, 100.0, 5) == (8 + 500) / 2
+
+
+def test_closed_form_only_for_a_fixed_prior():
+    assert closed_form(parse_variant("ce_prior"), 100.0) == loss_at_prior(100.0, 0.01)
+    assert closed_form(parse_variant("focal_g2_a0.25"), 100.0) == loss_at_prior(100.0, 0.01, 2.0, 0.25)
+    assert closed_form(parse_variant("sampling_free"), 100.0) is None  # prior from the data, loss rescaled
+    assert closed_form(parse_variant("ce_prior"), None) is None

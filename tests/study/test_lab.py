@@ -243,7 +243,7 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
     assert float(first["loss_cls"]) == pytest.approx(expected, rel=0.05)
     assert float(first["neg_loss_share"]) == pytest.approx(share, rel=0.05)
     assert "## The classification loss at the first step" in summary
-    for name in ("gap_vs_imbalance.png", "ap_over_steps_best.png", "dense_adamw/loss_cdf.png",
+    for name in ("gap_vs_imbalance.png", "ap_over_steps_best.png", "first_step_loss.png", "dense_adamw/loss_cdf.png",
                  "dense_adamw/background_scores.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
 
