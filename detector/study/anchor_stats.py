@@ -29,6 +29,11 @@ STRIDES = (8, 16, 32, 64, 128)
 
 
 @torch.no_grad()
+
+def neg_terms_per_pos(positives: float, negatives: float, num_classes: int) -> float:
+    """Negative sigmoid terms per positive term: K per negative anchor and K - 1 per positive one."""
+    return (negatives * num_classes + positives * (num_classes - 1)) / max(positives, 1e-9)
+
 def anchor_statistics(config_path: str | os.PathLike, max_images: int | None = None,
                       progress: bool = True) -> dict[str, Any]:
     """Per-image anchor counts and the imbalance ratios (see the module doc) of a config's val split."""
@@ -54,11 +59,10 @@ def anchor_statistics(config_path: str | os.PathLike, max_images: int | None = N
         boxes += int(batch["valid"].sum())
     pos, neg, ign = (counts / max(images, 1)).tolist()
     k = datamodule.num_classes
-    neg_terms = neg * k + pos * (k - 1)
     return {
         "images": images, "boxes_per_image": boxes / max(images, 1), "anchors_per_image": pos + neg + ign,
         "positives_per_image": pos, "negatives_per_image": neg, "ignored_per_image": ign,
         "negatives_per_positive": neg / max(pos, 1e-9), "num_classes": k,
-        "negative_terms_per_positive_term": neg_terms / max(pos, 1e-9),
+        "negative_terms_per_positive_term": neg_terms_per_pos(pos, neg, k),
         "foreground_fraction": pos / max((pos + neg) * k, 1e-9),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .anchor_stats import neg_terms_per_pos
 from .records import read_rows
 from .variants import Variant, parse_variant
 
@@ -28,10 +29,15 @@ def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
     return positive + negative, negative / (positive + negative)
 
 
+def has_fixed_prior(variant: Variant) -> bool:
+    """CE or focal loss with a set prior: the losses `loss_at_prior` describes."""
+    return (variant.cls_loss in ("ce", "focal") and variant.prior_prob is not None
+            and not (variant.prior_from_data or variant.guided))
+
+
 def closed_form(variant: Variant, neg_terms: float | None) -> tuple[float, float] | None:
     """`loss_at_prior` for a variant with a fixed prior (CE or focal loss); None for the others."""
-    fixed = variant.cls_loss in ("ce", "focal") and variant.prior_prob is not None
-    if not fixed or variant.prior_from_data or variant.guided or neg_terms is None:
+    if not has_fixed_prior(variant) or neg_terms is None:
         return None
     return loss_at_prior(neg_terms, variant.prior_prob, variant.gamma, variant.alpha)
 
@@ -43,11 +49,6 @@ def first_row(train_csv: Path) -> dict[str, float] | None:
         return None
     keys = ("loss_cls", "neg_loss_share", "positives", "negatives")
     return {k: float(rows[0][k]) for k in keys if rows[0].get(k) not in (None, "")}
-
-
-def neg_terms_per_pos(positives: float, negatives: float, num_classes: int) -> float:
-    """Negative sigmoid terms per positive term: K per negative anchor and K - 1 per positive one."""
-    return (negatives * num_classes + positives * (num_classes - 1)) / positives
 
 
 def first_step_rows(lab, runs: list[dict]) -> list[dict]:
@@ -79,4 +80,4 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
     return out
 
 
-__all__ = ["closed_form", "first_row", "first_step_rows", "loss_at_prior", "neg_terms_per_pos"]
+__all__ = ["closed_form", "first_row", "first_step_rows", "has_fixed_prior", "loss_at_prior"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .first_step import closed_form, first_step_rows
+from .first_step import closed_form, first_step_rows, has_fixed_prior
 from .lab_cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap
 from .plots import plot_ap_over_steps, plot_background_scores, plot_loss_cdf, save_figure, variant_colors
 from .records import load_stats, read_columns
@@ -118,7 +118,7 @@ def plot_first_step_loss(lab, rows: list[dict], path: Path) -> None:
     xs = np.geomspace(min(ratios, default=10.0) / 3, max(ratios, default=1e4) * 3, 200)
     for li, loss in enumerate(lab.losses):
         v = parse_variant(loss)
-        if closed_form(v, 1.0) is not None:
+        if has_fixed_prior(v):
             ax.plot(xs, [closed_form(v, x)[0] for x in xs], color=colors(li), label=f"{loss}: closed form")
         pts = [(r["batch_ratio_term"], r["measured"]["loss_cls"]) for r in first
                if r["loss"] == loss and r["measured"] and r["batch_ratio_term"] is not None]
