@@ -47,12 +47,17 @@ class LabError(StudyError):
 
 @dataclass(frozen=True)
 class Level:
-    """One imbalance level: synthetic data knobs (over the lab's common ones) and its step budget."""
+    """One imbalance level: synthetic data knobs (over the lab's common ones) and its step budget.
+
+    `lrs`: (optimizer name, grid) pairs that replace an optimizer's grid at this level only (still
+    the same grid for every loss), for a level whose best lrs sit at an end of the common grid.
+    """
 
     name: str
     synthetic: dict
     max_steps: int
     root: str
+    lrs: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,17 @@ class Lab:
     def synthetic(self, level: Level) -> dict:
         return {**self.settings["synthetic"], **level.synthetic}
 
-    def grid_variants(self, optimizer: Optimizer) -> list[Variant]:
+    def grid(self, level: Level, optimizer: Optimizer) -> tuple[float, ...]:
+        """The lr grid of one (level, optimizer): the level's own if it names one, else the optimizer's."""
+        return dict(level.lrs).get(optimizer.name, optimizer.lrs)
+
+    def grids(self) -> dict[tuple[str, str], tuple[float, ...]]:
+        """{(level, optimizer): lr grid} of every level and optimizer of the lab."""
+        return {(lv.name, o.name): self.grid(lv, o) for lv in self.levels for o in self.optimizers}
+
+    def grid_variants(self, level: Level, optimizer: Optimizer) -> list[Variant]:
         """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
-        return [parse_variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in optimizer.lrs]
+        return [parse_variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in self.grid(level, optimizer)]
 
 
 def fmt_lr(lr: float) -> str:
@@ -166,8 +179,9 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
               overrides: list[str] | None = None, command: list[str] | None = None) -> Lab:
     """The lab a preset and the command line describe (a selection of its levels, optimizers, ...).
 
-    `lrs` replaces every optimizer's grid, `max_steps` every level's steps: for smoke tests and
-    pilots; a folder holds one set of settings, so such a run needs its own --out.
+    `lrs` replaces every grid (the optimizers' and the levels' own), `max_steps` every level's
+    steps: for smoke tests and pilots; a folder holds one set of settings, so such a run needs its
+    own --out.
     """
     path, config, study = load_lab_preset(preset)
     pairs = parse_overrides(list(overrides or []))
@@ -181,7 +195,8 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     all_levels = [
         Level(name=str(lv["name"]), synthetic=dict(lv.get("synthetic") or {}),
               max_steps=int(max_steps or lv["max_steps"]),
-              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"))
+              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"),
+              lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))
         for lv in settings["levels"]
     ]  # fmt: skip
     all_optimizers = []
@@ -202,6 +217,14 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     for opt in lab.optimizers:
         if len(opt.lrs) < 1:
             raise LabError(f"optimizer {opt.name}: an empty lr grid")
+    known = {o.name for o in all_optimizers}
+    for level in all_levels:
+        for name, grid in level.lrs:
+            if name not in known:
+                raise LabError(f"level {level.name}: an lr grid for unknown optimizer {name} "
+                               f"(known: {', '.join(sorted(known))})")
+            if not grid:
+                raise LabError(f"level {level.name}: an empty lr grid for {name}")
     return lab
 
 

@@ -35,21 +35,24 @@ def run_ap(r: dict | None, key: str = "AP") -> float | None:
     return None if v is None else float(v)
 
 
-def best_cells(rows: list[dict], lrs: dict[str, tuple[float, ...]] | None = None) -> dict[tuple, dict]:
+def best_cells(rows: list[dict], lrs: dict[tuple[str, str], tuple[float, ...]] | None = None) -> dict[tuple, dict]:
     """{(level, optimizer, loss): cell}: the best grid lr (first seed's AP at 0.05) and its runs by seed.
 
-    A cell is complete when every lr of its grid ran (lrs: the optimizer's grid; None: the lrs seen).
+    lrs: {(level, optimizer): grid}. A run at an lr outside its grid (a pilot, an older grid) is
+    not a candidate, and a cell is complete when every lr of its grid ran. None: every lr seen is
+    the grid.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["level"], r["optimizer"], r["loss"]), []).append(r)
     cells = {}
     for key, runs in groups.items():
-        grid = {r["lr"]: r for r in runs if _is_grid(r)}
+        wanted = lrs.get(key[:2]) if lrs else None
+        grid = {r["lr"]: r for r in runs
+                if _is_grid(r) and (wanted is None or any(math.isclose(r["lr"], lr) for lr in wanted))}
         if not grid:
             continue
         first = next(iter(grid.values()))["seed"]
-        wanted = lrs.get(key[1]) if lrs else None
         complete = wanted is None or all(any(math.isclose(lr, g) for g in grid) for lr in wanted)
         best_lr = max(grid, key=lambda lr: (run_ap(grid[lr]) if run_ap(grid[lr]) is not None else -1.0, -lr))
         by_seed = {first: grid[best_lr]}

@@ -28,7 +28,7 @@ from .variants import parse_variant
 def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    cells = best_cells(rows, {o.name: o.lrs for o in lab.optimizers})
+    cells = best_cells(rows, lab.grids())
     fig, axes = plt.subplots(1, len(THRESHOLDS), figsize=(6.5 * len(THRESHOLDS), 4.8), sharey=True)
     colors = plt.get_cmap("tab10")
     drawn = False
@@ -83,7 +83,7 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
 def plot_ap_over_steps_best(lab, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    cells = best_cells(rows)
+    cells = best_cells(rows, lab.grids())
     fig, axes = plt.subplots(1, len(lab.levels), figsize=(5.5 * len(lab.levels), 4.5), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, level in zip(axes[0], lab.levels):
@@ -140,7 +140,7 @@ def plot_first_step_loss(lab, rows: list[dict], path: Path) -> None:
 
 def plot_cells(lab, rows: list[dict]) -> None:
     """In each <level>_<optimizer>/ folder: AP over steps, Figure-4 CDF and score histograms of its best cells."""
-    cells = best_cells(rows)
+    cells = best_cells(rows, lab.grids())
     for level in lab.levels:
         for optimizer in lab.optimizers:
             best = []

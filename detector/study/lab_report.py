@@ -84,8 +84,7 @@ def _f(v: Any, digits: int = 3) -> str:
 
 
 def summary_markdown(lab, rows: list[dict]) -> str:
-    lrs = {o.name: o.lrs for o in lab.optimizers}
-    cells = best_cells(rows, lrs)
+    cells = best_cells(rows, lab.grids())
     out = ["# The imbalance lab: best-of-grid cells", ""]
     out += [f"Preset `{shown_path(lab.preset)}`; {len(rows)} finished runs (results.csv). "
             "Written by detector.study.lab_report.",
@@ -101,7 +100,9 @@ def summary_markdown(lab, rows: list[dict]) -> str:
     out += ["", "Optimizers and their lr grids (base lr at a batch of 16, scaled linearly with the batch; the same "
             "grid for every loss):", ""]
     for o in lab.optimizers:
-        out.append(f"- **{o.name}**: grid {', '.join(f'{lr:g}' for lr in o.lrs)}; recipe lr {o.recipe_lr:g}; "
+        own = "".join(f" (level {lv.name}: {', '.join(f'{lr:g}' for lr in lab.grid(lv, o))})" for lv in lab.levels
+                      if lab.grid(lv, o) != o.lrs)
+        out.append(f"- **{o.name}**: grid {', '.join(f'{lr:g}' for lr in o.lrs)}{own}; recipe lr {o.recipe_lr:g}; "
                    f"settings {o.model}")
     out += ["", "## Best-of-grid cells", "",
             "Best lr chosen on the first seed's AP (score ≥ 0.05); the other seeds rerun that lr. AP at 0.001 is "

@@ -59,7 +59,7 @@ def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
     best: dict[str, float] = {}
     for loss in lab.losses:
         scores = []
-        for lr in optimizer.lrs:
+        for lr in lab.grid(level, optimizer):
             r = results.get(parse_variant(f"{loss}+lr{fmt_lr(lr)}").name)
             if r is None:
                 break
@@ -83,9 +83,9 @@ def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]
     """
     runs = []
     for optimizer in lab.optimizers:
-        grid = sorted(lab.grid_variants(optimizer),
-                      key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
         for level in lab.levels:
+            grid = sorted(lab.grid_variants(level, optimizer),
+                          key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
             if stage in ("grid", "all"):
                 runs += [(level, optimizer, v) for v in grid]
             if stage in ("seeds", "all"):

@@ -20,6 +20,7 @@ from detector.model.retinanet import guided_loss_scaling
 from detector.study.first_step import loss_at_prior
 from detector.study.lab import LabError, build_lab
 from detector.study.lab_cells import best_cells, gap
+from detector.study.lab_runner import planned_runs
 from detector.study.lab_report import RUN_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.plan import Study
@@ -148,7 +149,7 @@ def test_best_of_grid_and_the_tie_rule_by_hand():
         _row("dense", "focal_g2_a0.25", 0.01, 0, 0.30),
         _row("dense", "ce_prior", 0.003, 1, 0.18, grid=False), _row("dense", "focal_g2_a0.25", 0.01, 1, 0.26, grid=False),
     ]  # fmt: skip
-    cells = best_cells(rows, {"adamw": (0.001, 0.003, 0.01)})
+    cells = best_cells(rows, {("dense", "adamw"): (0.001, 0.003, 0.01)})
     ce, focal = cells[("dense", "adamw", "ce_prior")], cells[("dense", "adamw", "focal_g2_a0.25")]
     assert (ce["lr"], ce["edge"], ce["complete"]) == (0.003, False, True)
     assert (focal["lr"], focal["edge"]) == (0.01, True)  # best at the grid's end: flagged
@@ -169,8 +170,12 @@ def test_best_of_grid_and_the_tie_rule_by_hand():
     assert g["floor"] and g["verdict"] == "noise floor"  # both means (0.001, 0.0085) below one AP point
     near_zero[-1] = _row("sparse", "focal_g2_a0.25", 0.003, 1, 0.013, grid=False)  # focal's mean 0.0105: off the floor
     assert gap(best_cells(near_zero), "sparse", "adamw", "focal_g2_a0.25", "ce_prior")["verdict"] == "ahead"
-    incomplete = best_cells(rows[:2] + rows[3:5], {"adamw": (0.001, 0.003, 0.01)})
+    incomplete = best_cells(rows[:2] + rows[3:5], {("dense", "adamw"): (0.001, 0.003, 0.01)})
     assert not incomplete[("dense", "adamw", "ce_prior")]["complete"]
+    outside = rows[:6] + [_row("dense", "ce_prior", 0.0003, 0, 0.50)]  # a pilot below the grid, better than all
+    ce = best_cells(outside, {("dense", "adamw"): (0.001, 0.003, 0.01)})[("dense", "adamw", "ce_prior")]
+    assert (ce["lr"], ce["edge"], ce["complete"]) == (0.003, False, True)  # not a candidate: outside the grid
+    assert best_cells(outside)[("dense", "adamw", "ce_prior")]["lr"] == 0.0003  # no grid given: every lr seen
 
 
 def test_the_lab_refuses_unknown_levels_and_a_first_seed_that_is_not_the_grids():
@@ -180,9 +185,34 @@ def test_the_lab_refuses_unknown_levels_and_a_first_seed_that_is_not_the_grids()
         build_lab("imbalance", "/tmp/unused", seeds="1,0")
     lab = build_lab("imbalance", "/tmp/unused")
     assert [lv.name for lv in lab.levels] == ["dense", "medium", "sparse"]
-    for opt in lab.optimizers:  # the grid: >= 3 values spanning >= 10x, the recipe among them
-        assert len(opt.lrs) >= 3 and max(opt.lrs) / min(opt.lrs) >= 10 - 1e-9 and opt.recipe_lr in opt.lrs
+    for level in lab.levels:  # the grid: >= 3 values spanning >= 10x, the recipe among them
+        for opt in lab.optimizers:
+            lrs = lab.grid(level, opt)
+            assert len(lrs) >= 3 and max(lrs) / min(lrs) >= 10 - 1e-9 and opt.recipe_lr in lrs
+            assert set(opt.lrs) <= set(lrs)  # a level's own grid extends the common one, never drops from it
     assert {o.name for o in lab.optimizers} == {"sgd", "adamw"}
+
+
+def test_a_level_grid_replaces_its_optimizers_grid_for_every_loss_there(tmp_path):
+    preset = yaml.safe_load((PRESET_DIR / "imbalance.yaml").read_text())
+    preset["study"]["levels"][0]["lrs"] = {"sgd": [0.003, 0.01, 0.03]}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    lab = build_lab(path, tmp_path / "out", optimizers="sgd,adamw")
+    dense, medium = lab.levels[0], lab.levels[1]
+    sgd, adamw = lab.optimizers
+    assert lab.grid(dense, sgd) == (0.003, 0.01, 0.03) and lab.grid(medium, sgd) == sgd.lrs
+    assert lab.grid(dense, adamw) == adamw.lrs  # only the named optimizer
+    assert [v.name for v in lab.grid_variants(dense, sgd)][:3] == ["ce_prior+lr0.003", "ce_prior+lr0.01",
+                                                                   "ce_prior+lr0.03"]
+    planned = {(lv.name, o.name, v.name) for lv, o, v in planned_runs(lab, "grid")}
+    assert ("dense", "sgd", "focal_g2_a0.25+lr0.003") in planned and ("medium", "sgd", "focal_g2_a0.25+lr0.003") not in planned
+    pilot = build_lab(path, tmp_path / "out", lrs="0.1")  # --lrs replaces every grid
+    assert {grid for grid in pilot.grids().values()} == {(0.1,)}
+    preset["study"]["levels"][0]["lrs"] = {"lamb": [0.01]}
+    path.write_text(yaml.safe_dump(preset))
+    with pytest.raises(LabError, match="unknown optimizer lamb"):
+        build_lab(path, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
