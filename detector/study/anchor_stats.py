@@ -28,12 +28,12 @@ from ..model.matcher import BACKGROUND, IGNORE
 STRIDES = (8, 16, 32, 64, 128)
 
 
-@torch.no_grad()
-
 def neg_terms_per_pos(positives: float, negatives: float, num_classes: int) -> float:
     """Negative sigmoid terms per positive term: K per negative anchor and K - 1 per positive one."""
     return (negatives * num_classes + positives * (num_classes - 1)) / max(positives, 1e-9)
 
+
+@torch.no_grad()
 def anchor_statistics(config_path: str | os.PathLike, max_images: int | None = None,
                       progress: bool = True) -> dict[str, Any]:
     """Per-image anchor counts and the imbalance ratios (see the module doc) of a config's val split."""
