@@ -146,7 +146,10 @@ def _lab(args, argv, overrides, out, build_lab, run_lab, write_lab_report, launc
         return 0
     if args.gpus:
         gpus = [g for g in args.gpus.split(",") if g.strip()]
-        status = launch_shards(__file__, _without(argv, "--gpus"), gpus, out)
+        status = 0
+        for stage in ("grid", "seeds") if args.stage == "all" else (args.stage,):  # a stage's list is fixed
+            status = max(status, launch_shards(__file__, [*_without(_without(argv, "--gpus"), "--stage"),
+                                                          "--stage", stage], gpus, out))
         write_lab_report(lab)
         return status
     run_lab(lab, stage=args.stage, shard=_shard(args.shard) if args.shard else None, force=args.force,

@@ -3,7 +3,9 @@
 Stages: `grid` trains every (loss, lr) at the first seed; `seeds` trains each loss's best-of-grid
 lr at the other seeds once its grid is complete; `all` does both. Finished runs are skipped and
 a killed run resumes from its last checkpoint (the runner's rules), so the lab can be run in parts:
-a level, an optimizer or a shard (`i/n` of the ordered run list) at a time. Each run is a variant
+a level, an optimizer or a shard (`i/n` of one stage's ordered run list) at a time. Shards split
+one stage at a time because within a stage the list is fixed; nothing else keeps two processes
+off the same run. Each run is a variant
 of its (level, optimizer) cell's loss study, trained by detector.study.runner.run_variant.
 """
 
@@ -98,6 +100,9 @@ def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = Non
     """Train the lab's unfinished runs of a stage (this shard's share), then write the report."""
     if stage not in STAGES:
         raise LabError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    if shard is not None and stage == "all":  # seeds join the list mid-run: shards would shift onto each other's runs
+        raise LabError("a lab's --shard needs --stage grid or --stage seeds (its seed runs are known only once "
+                       "every grid is complete; --gpus runs the two stages in turn)")
     lab.out.mkdir(parents=True, exist_ok=True)
     _write_lab_json(lab)
     for level in lab.levels:

@@ -25,7 +25,7 @@ def launch_shards(script: str, argv: list[str], gpus: list[str], out: Path,
                   log: Callable[[str], None] = print) -> int:
     """Run `script argv --shard k/n` once per GPU (CUDA_VISIBLE_DEVICES=gpu), in parallel.
 
-    Each shard's output goes to OUT/logs/shard<k>.log. Returns the worst exit status.
+    Each shard's output is appended to OUT/logs/shard<k>.log. Returns the worst exit status.
     """
     (out / "logs").mkdir(parents=True, exist_ok=True)
     procs = []
@@ -34,7 +34,7 @@ def launch_shards(script: str, argv: list[str], gpus: list[str], out: Path,
         cmd = [sys.executable, script, *argv, "--shard", f"{k}/{len(gpus)}", "--no-report"]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, _SHARD_CHILD: "1"}  # the parent records the command
         log(f"[study] shard {k}/{len(gpus)} on GPU {gpu}: log {log_path}")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log_path.open("a"), stderr=subprocess.STDOUT))
     return max(p.wait() for p in procs)
 
 

@@ -215,6 +215,28 @@ def test_a_level_grid_replaces_its_optimizers_grid_for_every_loss_there(tmp_path
         build_lab(path, tmp_path / "out")
 
 
+def test_shards_split_one_stage_at_a_time(tmp_path, monkeypatch, capsys):
+    """A stage's run list is fixed; across stages it is not (seed runs join once a grid is
+    complete), so round-robin shards of `all` would shift onto each other's runs."""
+    out = tmp_path / "out"
+    assert run_ablate("--preset", "imbalance", "--out", str(out), "--shard", "0/2") == 2
+    assert "--stage grid or --stage seeds" in capsys.readouterr().err and not out.exists()
+
+    launched = []
+    monkeypatch.setattr("detector.study.shards.launch_shards",
+                        lambda script, argv, gpus, folder: launched.append((argv, gpus)) or 0)
+    monkeypatch.setattr("detector.study.lab_report.write_lab_report", lambda lab, **kw: [])
+    assert run_ablate("--preset", "imbalance", "--out", str(out), "--levels", "dense", "--gpus", "0,1") == 0
+    assert [argv[argv.index("--stage") + 1] for argv, _ in launched] == ["grid", "seeds"]
+    for argv, gpus in launched:
+        assert gpus == ["0", "1"] and "--gpus" not in argv and argv.count("--stage") == 1
+        assert argv[argv.index("--levels") + 1] == "dense"
+    launched.clear()
+    assert run_ablate("--preset", "imbalance", "--out", str(out), "--stage=seeds", "--gpus", "0") == 0
+    assert [argv[argv.index("--stage") + 1] for argv, _ in launched] == ["seeds"]
+    assert not any(a.startswith("--stage=") for a in launched[0][0])
+
+
 # ---------------------------------------------------------------------------------------------
 # The preset end to end.
 
