@@ -5,8 +5,8 @@ lr at the other seeds once its grid is complete; `all` does both. Finished runs 
 a killed run resumes from its last checkpoint (the runner's rules), so the lab can be run in parts:
 a level, an optimizer or a shard (`i/n` of one stage's ordered run list) at a time. Shards split
 one stage at a time because within a stage the list is fixed; nothing else keeps two processes
-off the same run. Each run is a variant
-of its (level, optimizer) cell's loss study, trained by detector.study.runner.run_variant.
+off the same run. Each run is a variant of its (level, optimizer) cell's loss study, trained by
+detector.study.runner.run_variant.
 """
 
 from __future__ import annotations
