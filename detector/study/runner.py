@@ -9,7 +9,7 @@ Output folder OUT:
 
     results.csv, results.md, *.png     the table and the plots (detector.study.report, .plots)
     study.json                          the settings, the commands, the settings' fingerprint (.folder)
-    tb/<variant>/                       one TensorBoard run per variant (tensorboard --logdir OUT/tb)
+    tb/<variant>/                       one TensorBoard run per variant (tensorboard --logdir OUT/tb), git-ignored
     runs/<variant>/config.yaml          the variant's training config
     runs/<variant>/train.csv, val.csv   its record (detector.study.recorder)
     runs/<variant>/stats.json           end-of-training loss statistics (detector.study.stats)
