@@ -47,6 +47,7 @@ from .variants import parse_variant
 
 def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     cells = best_cells(rows, lab.grids())
     fig, axes = plt.subplots(1, len(THRESHOLDS), figsize=(6.5 * len(THRESHOLDS), 4.8), sharey=True)
@@ -87,6 +88,9 @@ def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
                 drawn = True
         ax.axhline(0, color="gray", lw=1)
         ax.set_xscale("log")
+        ratios = sorted(st["negatives_per_positive"] for lv in lab.levels if (st := lab.level_stats(lv)))
+        ax.set_xticks(ratios, [f"{x:,.0f}" for x in ratios])  # ticks at the levels: readable on a narrow range too
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="negative : positive anchors (1 : x, measured)", title=f"detections with {tlabel}")
         ax.grid(alpha=0.3, which="both")
         if not drawn:

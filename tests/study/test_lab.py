@@ -357,3 +357,9 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
     metrics = evaluate_detector(model, datamodule_from_config(run / "config.yaml"), per_class=False, progress=False)
     result = json.loads((run / "result.json").read_text())
     assert result["AP_low"] == pytest.approx(metrics["AP"], abs=1e-5)
+    import subprocess  # the run records the code that trained it
+
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert result["commit"] == head.stdout.strip() and isinstance(result["dirty"], bool)
