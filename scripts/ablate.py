@@ -25,8 +25,9 @@ Your own data, with any preset's recipe: pass the data module's settings, as for
         --data.dataset voc --data.root /data/MyVOC --data.voc_train_years '["2007"]' --data.voc_val_year 2007 \\
         --data.voc_val_set val --data.classes '[cat, dog]'
 
-Variant names (detector/study/variants.py): ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>],
-ohem_1to<R>, "all"; a departure from the recipe is a labelled row: focal_g2_a0.25+clip10, +lr<V>.
+Variants are data: the preset's study.losses names each loss and its model.detector settings (--list
+shows them; "all" runs every one); a departure from the recipe is a labelled row: focal_g2_a0.25+clip10,
++lr<V>, +seed<S> (detector/study/variants.py).
 A rerun with the same --out skips the finished variants. Output: see detector/study/runner.py.
 """
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--force", action="store_true", help="retrain the listed variants even when finished")
     add("--no-report", action="store_true", help="do not write the plots at the end (tables are always written)")
     add("--report-only", action="store_true", help="train nothing: rewrite the table and plots of --out")
-    add("--list", action="store_true", help="list the variant names of 'all' and the presets, then exit")
+    add("--list", action="store_true", help="list the presets and the variants (study.losses) of --preset, then exit")
     lab = parser.add_argument_group("the imbalance lab (a preset with study.levels)")
     lab.add_argument("--levels", help="comma-separated level names (default: all of the preset's)")
     lab.add_argument("--optimizers", help="comma-separated optimizer names (default: all of the preset's)")
@@ -93,19 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
 
     from detector.cli import one_line_errors
-    from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
+    from detector.study import StudyError, VariantError, build_study, load_results, run_study
     from detector.study.folder import check_same_settings
     from detector.study.lab import LabError, build_lab, is_lab_preset
     from detector.study.lab_report import write_lab_report
     from detector.study.lab_runner import run_lab
-    from detector.study.presets import PRESET_DIR
+    from detector.study.presets import PRESET_DIR, preset_path, read_preset
     from detector.study.report import write_report
     from detector.study.runner import prepare_study
     from detector.study.shards import launch_shards
 
     if args.list:
-        print("variants (all):", ", ".join(ALL_VARIANTS))
         print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+        losses = (read_preset(preset_path(args.preset)).get("study") or {}).get("losses") or {}
+        print(f"variants of {args.preset} (all):", ", ".join(losses))
         return 0
     try:
         with one_line_errors():

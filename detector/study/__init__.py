@@ -2,7 +2,7 @@
 
 - presets.py: configs/ablation/*.yaml read into a training config and the study's settings.
 - overrides.py: `--section.key VALUE` overrides, checked by the training config's jsonargparse parser.
-- variants.py: the variants and their names (`ce_no_prior`, `focal_g2_a0.25`, `ohem_1to3`, ...).
+- variants.py: the variants, data in the preset (study.losses), and their `+lr<V>`, `+seed<S>` departures.
 - plan.py: Study, what a study trains: the shared settings, their fingerprint, each variant's config.
 - folder.py: an output folder holds one set of settings (study.json, the commands that made it).
 - synthetic_data.py: the preset's synthetic data, generated once and checked after.
@@ -18,7 +18,7 @@
 from .plan import Study, build_study
 from .presets import StudyError
 from .runner import load_results, run_study
-from .variants import ALL_VARIANTS, Variant, VariantError, parse_variant, parse_variants
+from .variants import Variant, VariantError, parse_variant, parse_variants
 
-__all__ = ["ALL_VARIANTS", "Study", "StudyError", "Variant", "VariantError", "build_study", "load_results",
+__all__ = ["Study", "StudyError", "Variant", "VariantError", "build_study", "load_results",
            "parse_variant", "parse_variants", "run_study"]

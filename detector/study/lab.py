@@ -35,7 +35,7 @@ from typing import Any
 from .overrides import parse_overrides, set_key
 from .plan import Study
 from .presets import TRAIN_SECTIONS, StudyError, preset_path, read_preset
-from .variants import Variant, parse_variant
+from .variants import Variant, VariantError, parse_variant
 
 LAB_KEYS = ("levels", "optimizers", "losses", "seeds", "synthetic", "evals", "milestone_fractions", "stats_images",
             "gammas", "save_models", "low_score_thresh")
@@ -122,9 +122,13 @@ class Lab:
         """{(level, optimizer): lr grid} of every level and optimizer of the lab."""
         return {(lv.name, o.name): self.grid(lv, o) for lv in self.levels for o in self.optimizers}
 
+    def variant(self, name: str) -> Variant:
+        """A run of the lab by its name (`focal_g2_a0.25+lr0.002+seed1`), its loss from the preset's study.losses."""
+        return parse_variant(name, self.settings["losses"])
+
     def grid_variants(self, level: Level, optimizer: Optimizer) -> list[Variant]:
         """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
-        return [parse_variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in self.grid(level, optimizer)]
+        return [self.variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in self.grid(level, optimizer)]
 
 
 def fmt_lr(lr: float) -> str:
@@ -148,6 +152,8 @@ def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
     missing = [k for k in ("levels", "optimizers", "losses") if not study.get(k)]
     if missing:
         raise LabError(f"{path}: the study section needs {', '.join(missing)}")
+    if not isinstance(study["losses"], dict):
+        raise LabError(f"{path}: study.losses maps each loss name to its model.detector keys")
     config = {k: copy.deepcopy(data[k]) for k in TRAIN_SECTIONS if k in data}
     return path, config, study
 
@@ -206,7 +212,11 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
         spec.pop("lrs", None)
         recipe = float(spec.pop("recipe_lr"))
         all_optimizers.append(Optimizer(name=name, model=spec, lrs=tuple(grid), recipe_lr=recipe))
-    chosen_losses = [parse_variant(n).name for n in (losses.split(",") if losses else settings["losses"])]
+    try:
+        chosen_losses = [parse_variant(n, settings["losses"]).name
+                         for n in (losses.split(",") if losses else settings["losses"])]
+    except VariantError as err:
+        raise LabError(str(err)) from None
     chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else [int(s) for s in settings["seeds"]]
     if config.get("seed_everything") is not None and chosen_seeds[0] != int(config["seed_everything"]):
         raise LabError(f"the first seed is the grid's: it must be the preset's seed_everything "

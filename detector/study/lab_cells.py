@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .variants import parse_variant
+from .variants import split_name
 
 #: The comparisons of the gap figure: (loss, against), by their study names.
 FOCAL, CE, SAMPLING_FREE = "focal_g2_a0.25", "ce_prior", "sampling_free"
@@ -78,7 +78,7 @@ def best_of_grid(grid: dict[float, dict]) -> float:
 
 def _is_grid(r: dict) -> bool:
     """A grid run: `<loss>+lr<V>` without a seed modifier."""
-    return parse_variant(r["variant"]).seed is None
+    return "seed" not in split_name(r["variant"])[1]
 
 
 def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against: str, key: str = "AP") -> dict | None:

@@ -42,7 +42,6 @@ def _ratio_label(lab, level) -> str:
     st = lab.level_stats(level) or {}
     return f", 1 : {st['negatives_per_positive']:,.0f} anchors" if st.get("negatives_per_positive") else ""
 from .records import load_stats, read_columns
-from .variants import parse_variant
 
 
 def plot_gap_vs_imbalance(lab, rows: list[dict], path: Path) -> None:
@@ -147,7 +146,7 @@ def plot_first_step_loss(lab, rows: list[dict], path: Path) -> None:
     ratios = [*level_ratios.values(), *batch.values()]
     xs = np.geomspace(min(ratios, default=10.0) / 3, max(ratios, default=1e3) * 3, 200)
     for loss in lab.losses:
-        v = parse_variant(loss)
+        v = lab.variant(loss)
         if has_fixed_prior(v) and k:  # a positive anchor brings K - 1 negative terms, a negative one K
             ax.plot(xs, [closed_form(v, neg_terms_per_pos(1.0, x, k))[0] for x in xs], color=colors[loss],
                     label=f"{loss}: closed form")
@@ -177,7 +176,7 @@ def plot_cells(lab, rows: list[dict]) -> None:
     for level in lab.levels:
         for optimizer in lab.optimizers:
             best = []
-            for loss in sorted(lab.losses, key=lambda n: parse_variant(n).cls_loss != "focal"):  # focal first: Figure 4's model
+            for loss in sorted(lab.losses, key=lambda n: lab.variant(n).detector["cls_loss"] != "focal"):  # focal first: Figure 4's model
                 c = cells.get((level.name, optimizer.name, loss))
                 if c is not None:
                     best.append(c["by_seed"][min(c["by_seed"])])

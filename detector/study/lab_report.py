@@ -25,7 +25,7 @@ from .lab_plots import write_lab_plots
 from .records import read_rows, write_atomic
 from .report import shown_path
 from .runner import load_results
-from .variants import parse_variant
+from .variants import split_name
 
 RUN_COLUMNS: tuple[str, ...] = (
     "level", "ratio_anchor", "ratio_term", "optimizer", "lr", "loss", "seed", "AP", "AP_low", "AP50", "AP75",
@@ -44,11 +44,11 @@ def cell_runs(lab, level, optimizer) -> list[dict]:
     stats = lab.level_stats(level) or {}
     rows = []
     for r in load_results(lab.cell_dir(level, optimizer)):
-        v = parse_variant(r["variant"])
-        lr = v.lr if v.lr is not None else optimizer.recipe_lr
+        base, mods = split_name(r["variant"])
+        lr = mods.get("lr", optimizer.recipe_lr)
         rows.append({
-            **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name, "lr": lr,
-            "seed": v.seed if v.seed is not None else default_seed,
+            **r, "level": level.name, "optimizer": optimizer.name, "loss": base, "lr": lr,
+            "seed": mods.get("seed", default_seed),
             "ratio_anchor": stats.get("negatives_per_positive"),
             "ratio_term": stats.get("negative_terms_per_positive_term"),
             "steps_budget": level.max_steps, "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),

@@ -25,7 +25,7 @@ from .plan import Study
 from .records import write_atomic
 from .runner import prepare_study, run_variant
 from .synthetic_data import prepare_data
-from .variants import Variant, parse_variant
+from .variants import Variant
 
 STAGES = ("grid", "seeds", "all")
 
@@ -61,7 +61,7 @@ def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
 
 def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]:
     best = best_lrs(lab, level, optimizer)
-    return [parse_variant(f"{loss}+lr{fmt_lr(best[loss])}+seed{seed}") for loss in lab.losses if loss in best
+    return [lab.variant(f"{loss}+lr{fmt_lr(best[loss])}+seed{seed}") for loss in lab.losses if loss in best
             for seed in lab.seeds[1:]]
 
 

@@ -99,7 +99,7 @@ class Study:
             model["lr"] = variant.lr
         if variant.seed is not None:
             config["seed_everything"] = variant.seed
-        detector = variant.detector_settings()
+        detector = dict(variant.detector)
         if variant.prior_from_data:
             prior = self.settings.get("foreground_prior")
             if not prior:
@@ -128,7 +128,7 @@ def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: 
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
         set_key(config, key, value)
-    chosen = parse_variants(variants if variants is not None else settings["variants"])
+    chosen = parse_variants(variants if variants is not None else settings["variants"], settings["losses"])
     settings["variants"] = [v.name for v in chosen]
     study = Study(preset=path, config=config, settings=settings, out=Path(out), overrides=pairs,
                   command=list(command or []))

@@ -10,8 +10,9 @@
 | loss_cdf_by_variant.png     | the same under each variant's own training loss                       |
 | background_scores.png       | histograms of background-anchor scores (and positives' true-class)  |
 
-The paper's Table 1 numbers (COCO minival AP in percent, ResNet-50-FPN, 600 px) are drawn on a
-second axis of the AP-against-gamma/alpha plots for the shape, never on the same scale.
+The paper's Table 1 numbers (COCO minival AP in percent, ResNet-50-FPN, 600 px; each row's paper_ap,
+from the preset's study.losses) are drawn on a second axis of the AP-against-gamma/alpha plots for
+the shape, never on the same scale. A row with a `+` departure from the recipe is left off both.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import numpy as np
 
 from ..io import atomic_path
 from .records import read_columns
-from .variants import PAPER_ALPHA_FOR_GAMMA, PAPER_AP_ALPHA_CE, PAPER_AP_FOCAL, parse_variant
 
 #: Every plot of a study, with its title in results.md.
 PLOT_TITLES: dict[str, str] = {
@@ -53,6 +53,11 @@ def variant_colors(results: list[dict]) -> dict[str, Any]:
 
     cmap = matplotlib.colormaps["tab10" if len(results) <= 10 else "tab20"]
     return {r["variant"]: cmap(i % cmap.N) for i, r in enumerate(results)}
+
+
+def _recipe_row(r: dict) -> bool:
+    """A row with the prior init and no `+` departure from the recipe: the paper's rows have no other kind."""
+    return bool(r.get("prior_init")) and "+" not in r["variant"]
 
 
 def _empty(ax, text: str) -> None:
@@ -110,13 +115,11 @@ def plot_ap_vs_gamma(out: Path, results: list[dict], colors: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     rows = []
     for r in results:
-        v = parse_variant(r["variant"])
-        focal_or_alpha_ce = v.cls_loss == "focal" or (v.cls_loss == "ce" and v.alpha is not None)
-        if v.modifiers or not v.prior_init or not focal_or_alpha_ce:
-            continue
-        rows.append((v.gamma, v.alpha, r))
-    paper_rows = sorted(((g, a, r) for g, a, r in rows if PAPER_ALPHA_FOR_GAMMA.get(g) == a and not r.get("diverged")),
-                        key=lambda t: (t[0], t[2]["variant"]))
+        focal_or_alpha_ce = r["loss"] == "focal" or (r["loss"] == "ce" and r["alpha"] is not None)
+        if _recipe_row(r) and focal_or_alpha_ce:
+            rows.append((r["gamma"], r["alpha"], r))
+    paper_rows = sorted(((g, a, r) for g, a, r in rows if r["loss"] == "focal" and r.get("paper_ap") is not None
+                         and not r.get("diverged")), key=lambda t: (t[0], t[2]["variant"]))
     if paper_rows:
         ax.plot([g for g, _, _ in paper_rows], [r["AP"] for _, _, r in paper_rows], marker="o", color="C0",
                 label="this study, the paper's alpha for each gamma")
@@ -135,7 +138,8 @@ def plot_ap_vs_gamma(out: Path, results: list[dict], colors: dict) -> None:
     ax.set(xlabel="gamma", ylabel="final AP (0-1)", title="AP against gamma")
     ax.set_ylim(bottom=-0.02)
     ax.grid(alpha=0.3)
-    twin = _paper_axis(ax, list(PAPER_AP_FOCAL), list(PAPER_AP_FOCAL.values()), "paper Table 1b (best alpha)")
+    twin = _paper_axis(ax, [g for g, _, _ in paper_rows], [r["paper_ap"] for _, _, r in paper_rows],
+                       "paper Table 1b (best alpha)")
     handles = ax.get_legend_handles_labels()
     h2 = twin.get_legend_handles_labels()
     ax.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=7, loc="lower center")
@@ -148,11 +152,9 @@ def plot_ap_vs_alpha(out: Path, results: list[dict], colors: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     points = []
     for r in results:
-        v = parse_variant(r["variant"])
-        if v.modifiers or not v.prior_init or v.gamma != 0 or v.alpha is None or v.cls_loss == "ohem":
-            continue
-        points.append((v.alpha, r))
-    alphas = sorted({*PAPER_AP_ALPHA_CE, *(a for a, _ in points)})
+        if _recipe_row(r) and r["gamma"] == 0 and r["alpha"] is not None and r["loss"] in ("ce", "focal"):
+            points.append((r["alpha"], r))
+    alphas = sorted({a for a, _ in points})
     pos = {a: i for i, a in enumerate(alphas)}
     ok = sorted(((a, r) for a, r in points if not r.get("diverged")), key=lambda t: (t[0], t[1]["variant"]))
     if ok:
@@ -172,7 +174,8 @@ def plot_ap_vs_alpha(out: Path, results: list[dict], colors: dict) -> None:
     ax.set(xlabel="alpha (weight of the positives)", ylabel="final AP (0-1)", title="AP against alpha, gamma = 0")
     ax.set_ylim(bottom=-0.02)
     ax.grid(alpha=0.3)
-    twin = _paper_axis(ax, [pos[a] for a in PAPER_AP_ALPHA_CE], list(PAPER_AP_ALPHA_CE.values()), "paper Table 1a")
+    paper = sorted((pos[a], r["paper_ap"]) for a, r in points if r.get("paper_ap") is not None)
+    twin = _paper_axis(ax, [x for x, _ in paper], [y for _, y in paper], "paper Table 1a")
     handles = ax.get_legend_handles_labels()
     h2 = twin.get_legend_handles_labels()
     ax.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=7, loc="lower center")
@@ -211,10 +214,9 @@ def _reference(results: list[dict], stats: dict[str, dict]) -> str | None:
     finished = [r["variant"] for r in results if r["variant"] in stats]
     if REFERENCE_VARIANT in finished:
         return REFERENCE_VARIANT
-    for name in finished:
-        v = parse_variant(name)
-        if v.cls_loss == "focal" and v.gamma == 2 and not v.modifiers:
-            return name
+    for r in results:
+        if r["variant"] in finished and r["loss"] == "focal" and r["gamma"] == 2 and _recipe_row(r):
+            return r["variant"]
     return finished[0] if finished else None
 
 

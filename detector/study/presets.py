@@ -19,6 +19,7 @@ TRAIN_SECTIONS = ("seed_everything", "trainer", "model", "data")
 
 STUDY_DEFAULTS: dict[str, Any] = {
     "variants": ["ce_no_prior", "ce_prior", "focal_g2_a0.25"],
+    "losses": None,  # {name: model.detector keys}: the variants' settings (detector.study.variants)
     "max_steps": 500,
     "evals": 5,
     "milestone_fractions": [0.667, 0.889],
@@ -74,6 +75,9 @@ def load_preset(preset: str | os.PathLike) -> tuple[dict, dict]:
     if unknown:
         raise StudyError(f"{path}: unknown study keys {unknown} (known: {', '.join(STUDY_DEFAULTS)})")
     settings = {**copy.deepcopy(STUDY_DEFAULTS), **study}
+    if not isinstance(settings["losses"], dict):
+        raise StudyError(f"{path}: study.losses maps each variant name to its model.detector keys "
+                         "(see configs/ablation/quick.yaml)")
     config = {k: data[k] for k in TRAIN_SECTIONS if k in data}
     return config, settings
 

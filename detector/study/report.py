@@ -16,23 +16,19 @@ from typing import Any
 from .folder import recorded_commands
 from .plots import PLOT_TITLES, write_plots
 from .records import FINAL_LOSS_WINDOW, METRICS, load_stats, write_atomic
-from .variants import VariantError, parse_variant
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "variant", "loss", "gamma", "alpha", "prior_init", "AP", "AP50", "AP75", "APs", "APm", "APl",
     "final_loss_cls", "final_loss_box", "diverged", "diverged_step", "minutes",
 )  # fmt: skip
 
-def _order(result: dict) -> tuple:
-    """ce_no_prior, ce_prior, alpha-balanced CE by alpha, focal by gamma then alpha, OHEM; labelled rows after."""
-    try:
-        v = parse_variant(result["variant"])
-    except VariantError:
-        return (9, 0.0, 0.0, result["variant"])
-    base = v.base_name
-    rank = 0 if base == "ce_no_prior" else 1 if base == "ce_prior" else 2 if base.startswith("alpha_ce") else (
-        3 if v.cls_loss == "focal" else 4)
-    return (rank, v.gamma, -1.0 if v.alpha is None else v.alpha, len(v.modifiers), v.name)
+def _order(r: dict) -> tuple:
+    """CE without the prior init, CE, alpha-balanced CE by alpha, focal by gamma then alpha, the others; labelled
+    rows after their loss."""
+    loss, alpha = r.get("loss"), r.get("alpha")
+    rank = (1 if r.get("prior_init") else 0) if loss == "ce" and alpha is None else 2 if loss == "ce" else (
+        3 if loss == "focal" else 4)
+    return (rank, r.get("gamma") or 0.0, -1.0 if alpha is None else alpha, r["variant"].count("+"), r["variant"])
 
 
 def sort_results(results: list[dict]) -> list[dict]:

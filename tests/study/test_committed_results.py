@@ -21,7 +21,6 @@ from detector.study.lab import build_lab
 from detector.study.lab_report import lab_runs, runs_csv, summary_markdown
 from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
-from detector.study.variants import parse_variant
 from tests.data.fixtures import load_script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +61,7 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     committed = (run / "config.yaml").read_text(encoding="utf-8")
     preset = re.search(r"\(preset (.+)\)\.$", committed.splitlines()[0]).group(1)
     study = dataclasses.replace(study, preset=Path(preset))
-    assert variant_config_text(study, parse_variant(run.name)) == committed
+    assert variant_config_text(study, lab.variant(run.name)) == committed
 
 
 def _lab(folder: Path):

@@ -27,6 +27,8 @@ from detector.study.plan import Study
 from detector.study.presets import PRESET_DIR, StudyError
 from detector.study.records import code_version, read_rows
 from detector.study.variants import parse_variant
+
+LOSSES = build_lab("imbalance", "/tmp/unused").settings["losses"]
 from tests.conftest import write_tiny_synthetic
 
 
@@ -73,11 +75,11 @@ def test_a_guided_model_scales_its_classification_loss_to_the_box_loss():
 
 
 def test_sampling_free_and_seed_variants():
-    v = parse_variant("sampling_free+lr0.002+seed1")
-    assert (v.name, v.cls_loss, v.guided, v.prior_from_data, v.lr, v.seed) == (
-        "sampling_free+lr0.002+seed1", "ce", True, True, 0.002, 1)
-    assert v.detector_settings()["guided_loss_scaling"] is True and v.row()["loss"] == "sampling_free"
-    assert parse_variant("ce_prior+seed3").seed == 3 and parse_variant("ce_prior").seed is None
+    v = parse_variant("sampling_free+lr0.002+seed1", LOSSES)
+    assert (v.name, v.detector["cls_loss"], v.prior_from_data, v.lr, v.seed) == (
+        "sampling_free+lr0.002+seed1", "ce", True, 0.002, 1)
+    assert v.detector["guided_loss_scaling"] is True and v.row()["loss"] == "sampling_free"
+    assert parse_variant("ce_prior+seed3", LOSSES).seed == 3 and parse_variant("ce_prior", LOSSES).seed is None
 
     config = yaml.safe_load((PRESET_DIR / "quick.yaml").read_text())
     config.pop("study")
@@ -88,7 +90,7 @@ def test_sampling_free_and_seed_variants():
     resolved = study.variant_config(v)
     assert resolved["model"]["detector"]["prior_prob"] == 2.5e-4 and resolved["model"]["lr"] == 0.002
     assert resolved["seed_everything"] == 1 and resolved["model"]["detector"]["guided_loss_scaling"] is True
-    assert study.variant_config(parse_variant("ce_prior"))["model"]["detector"]["prior_prob"] == 0.01
+    assert study.variant_config(parse_variant("ce_prior", LOSSES))["model"]["detector"]["prior_prob"] == 0.01
     with pytest.raises(StudyError, match="foreground_prior"):
         Study(preset=Path("x.yaml"), config=config, settings=settings, out=Path("/tmp/out")).variant_config(v)
 
