@@ -70,6 +70,25 @@ def last_validation(run_dir: Path) -> dict[str, Any]:
         "step": int(rows[-1]["step"])}
 
 
+def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished variant's result.json in an output folder."""
+    results = []
+    for path in sorted(Path(out).glob("runs/*/result.json")):
+        try:
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue  # being written by another shard: atomic replace makes this rare
+    return results
+
+
+def recorded_commands(path: Path) -> list[str]:
+    """The "commands" list of a JSON record file (study.json, lab.json); [] when it has none."""
+    try:
+        return list(json.loads(Path(path).read_text(encoding="utf-8")).get("commands", []))
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
 def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, Any]:
     """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files differ
     from it}; both None outside a git checkout (an installed wheel) or without git."""
@@ -95,5 +114,5 @@ def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     return stats
 
 
-__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "code_version", "final_losses", "last_validation", "load_stats", "read_columns",
+__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "code_version", "final_losses", "last_validation", "load_results", "load_stats", "recorded_commands", "read_columns",
            "read_rows", "write_atomic", "write_csv"]

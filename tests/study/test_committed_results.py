@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.study.lab import build_lab
-from detector.study.lab_report import lab_runs, runs_csv, summary_markdown
+from detector.study.plan import build_lab
+from detector.study.report import lab_runs, runs_csv, summary_markdown
 from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
 from tests.data.fixtures import load_script

@@ -10,7 +10,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from detector.study.anchor_stats import neg_terms_per_pos
 from detector.study.first_step import closed_form, first_row, loss_at_prior
-from detector.study.lab import build_lab
+from detector.study.plan import build_lab
 
 
 @pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (1.0, 0.5)])

@@ -18,10 +18,10 @@ from torchvision.ops import box_iou
 from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.retinanet import guided_loss_scaling
 from detector.study.first_step import loss_at_prior
-from detector.study.lab import LabError, build_lab
-from detector.study.lab_cells import best_cells, best_of_grid, gap
-from detector.study.lab_runner import best_lrs, planned_runs, seed_variants
-from detector.study.lab_report import RUN_COLUMNS, lab_runs, summary_markdown
+from detector.study.plan import LabError, build_lab
+from detector.study.cells import best_cells, best_of_grid, gap
+from detector.study.runner import best_lrs, planned_runs, seed_variants
+from detector.study.report import RUN_COLUMNS, lab_runs, summary_markdown
 from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.plan import Study
 from detector.study.presets import PRESET_DIR, StudyError
@@ -272,9 +272,9 @@ def test_shards_split_one_stage_at_a_time(tmp_path, monkeypatch, capsys):
     assert "--stage grid or --stage seeds" in capsys.readouterr().err and not out.exists()
 
     launched = []
-    monkeypatch.setattr("detector.study.shards.launch_shards",
+    monkeypatch.setattr("detector.study.runner.launch_shards",
                         lambda script, argv, gpus, folder: launched.append((argv, gpus)) or 0)
-    monkeypatch.setattr("detector.study.lab_report.write_lab_report", lambda lab, **kw: [])
+    monkeypatch.setattr("detector.study.report.write_lab_report", lambda lab, **kw: [])
     assert run_ablate("--preset", "imbalance", "--out", str(out), "--levels", "dense", "--gpus", "0,1") == 0
     assert [argv[argv.index("--stage") + 1] for argv, _ in launched] == ["grid", "seeds"]
     for argv, gpus in launched:

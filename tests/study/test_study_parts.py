@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detector.study import StudyError, build_study
-from detector.study.overrides import parse_overrides
+from detector.study.presets import parse_overrides
 from detector.study.stats import anchor_losses, loss_cdf, summarize, top_share
 from detector.study.presets import load_preset
 from detector.study.variants import VariantError, parse_variant, parse_variants

@@ -3,7 +3,7 @@
 A cell is one (level, optimizer, loss): its best lr on the grid (`best_of_grid`: the first seed's
 AP at the 0.05 score threshold, a diverged run scoring 0 and losing a tie to a finished one; other
 ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr run beside it. The seeds
-stage (detector.study.lab_runner) trains the lr this rule picks, so the report's best is the one
+stage (detector.study.runner) trains the lr this rule picks, so the report's best is the one
 trained at every seed. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
 when its size is not larger than the seed spread: the larger of the two losses' AP ranges over the
 seeds (max - min). With one seed there is no spread, and the verdict says so. When both cells
