@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .presets import StudyError, TRAIN_SECTIONS, load_preset, parse_overrides, preset_path, read_preset, set_key
+from .presets import StudyError, load_preset, parse_overrides, preset_path, read_preset, set_key
 from .variants import Variant, VariantError, parse_variant, parse_variants
 
 
@@ -159,8 +159,12 @@ def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: 
     return study, chosen
 
 
-LAB_KEYS = ("levels", "optimizers", "losses", "seeds", "synthetic", "evals", "milestone_fractions", "stats_images",
-            "gammas", "save_models", "low_score_thresh")
+#: A lab preset's study keys and their defaults (levels, optimizers and losses: the preset's own).
+LAB_DEFAULTS: dict[str, Any] = {
+    "levels": None, "optimizers": None, "losses": None, "seeds": [0, 1], "synthetic": {}, "evals": 4,
+    "milestone_fractions": [0.667, 0.889], "stats_images": 64, "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
+    "save_models": False, "low_score_thresh": 0.001,
+}  # fmt: skip
 
 
 class LabError(StudyError):
@@ -250,34 +254,11 @@ class Lab:
 
     def grid_variants(self, level: Level, optimizer: Optimizer) -> list[Variant]:
         """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
-        return [self.variant(f"{loss}+lr{fmt_lr(lr)}") for loss in self.losses for lr in self.grid(level, optimizer)]
-
-
-def fmt_lr(lr: float) -> str:
-    return f"{lr:g}".replace("e-0", "e-")
+        return [self.variant(f"{loss}+lr{lr!r}") for loss in self.losses for lr in self.grid(level, optimizer)]
 
 
 # ---------------------------------------------------------------------------------------------
 # The preset.
-
-
-def load_lab_preset(preset: str | os.PathLike) -> tuple[Path, dict, dict]:
-    """(path, training config, study section) of a lab preset; raises LabError."""
-    path = preset_path(preset)
-    data = read_preset(path)
-    if not isinstance(data, dict) or not isinstance(data.get("study"), dict):
-        raise LabError(f"{path}: a lab preset has a study: section with levels and optimizers")
-    study = data["study"]
-    unknown = sorted(set(study) - set(LAB_KEYS))
-    if unknown:
-        raise LabError(f"{path}: unknown study keys {unknown} (known: {', '.join(LAB_KEYS)})")
-    missing = [k for k in ("levels", "optimizers", "losses") if not study.get(k)]
-    if missing:
-        raise LabError(f"{path}: the study section needs {', '.join(missing)}")
-    if not isinstance(study["losses"], dict):
-        raise LabError(f"{path}: study.losses maps each loss name to its model.detector keys")
-    config = {k: copy.deepcopy(data[k]) for k in TRAIN_SECTIONS if k in data}
-    return path, config, study
 
 
 def is_lab_preset(preset: str | os.PathLike) -> bool:
@@ -311,13 +292,11 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     steps: for smoke tests and pilots; a folder holds one set of settings, so such a run needs its
     own --out.
     """
-    path, config, study = load_lab_preset(preset)
+    path = preset_path(preset)
+    config, settings = load_preset(path, LAB_DEFAULTS, required=("levels", "optimizers", "losses"))
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
         set_key(config, key, value)
-    settings = {"evals": 4, "milestone_fractions": [0.667, 0.889], "stats_images": 64,
-                "gammas": [0.0, 0.5, 1.0, 2.0, 5.0], "save_models": False, "synthetic": {}, "seeds": [0, 1],
-                "low_score_thresh": 0.001, **study}  # fmt: skip
     if evals is not None:
         settings["evals"] = evals
     all_levels = [

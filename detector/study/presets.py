@@ -67,8 +67,10 @@ def read_preset(path: Path) -> Any:
         raise StudyError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
 
 
-def load_preset(preset: str | os.PathLike) -> tuple[dict, dict]:
-    """(training config, study settings) of a preset file."""
+def load_preset(preset: str | os.PathLike, defaults: dict[str, Any] = STUDY_DEFAULTS,
+                required: tuple[str, ...] = ("losses",)) -> tuple[dict, dict]:
+    """(training config, study settings) of a preset file: its study section over `defaults`, whose keys are the
+    known ones (a lab preset's: detector.study.plan.LAB_DEFAULTS); `required` keys must be set."""
     path = preset_path(preset)
     data = read_preset(path)
     if not isinstance(data, dict):
@@ -80,10 +82,13 @@ def load_preset(preset: str | os.PathLike) -> tuple[dict, dict]:
         if not isinstance(data.get(section), dict):
             raise StudyError(f"{path}: no {section}: section")
     study = data.get("study") or {}
-    unknown = sorted(set(study) - set(STUDY_DEFAULTS))
+    unknown = sorted(set(study) - set(defaults))
     if unknown:
-        raise StudyError(f"{path}: unknown study keys {unknown} (known: {', '.join(STUDY_DEFAULTS)})")
-    settings = {**copy.deepcopy(STUDY_DEFAULTS), **study}
+        raise StudyError(f"{path}: unknown study keys {unknown} (known: {', '.join(defaults)})")
+    settings = {**copy.deepcopy(defaults), **study}
+    missing = [k for k in required if not settings.get(k)]
+    if missing:
+        raise StudyError(f"{path}: the study section needs {', '.join(missing)}")
     if not isinstance(settings["losses"], dict):
         raise StudyError(f"{path}: study.losses maps each variant name to its model.detector keys "
                          "(see configs/ablation/quick.yaml)")

@@ -23,31 +23,23 @@ from its last checkpoint (runs/<variant>/checkpoints/last.ckpt, written atomical
 validation; exact on CPU, see docs/reliability.md): a killed study loses at most the steps since the
 last validation. (A variant whose config.yaml changed, or that has no checkpoint yet, starts again
 from step 0, its partial folders removed first; the checkpoint is deleted when the variant ends.) A folder
-belongs to one set of settings: rerunning into it with other settings is refused (detector.study.runner).
+belongs to one set of settings.
 
 A variant whose loss turns non-finite (RetinaNetModule raises NonFiniteLossStop; run_cli returns
 3) is a result: a "diverged" row with the step it happened at. Any other failure stops the study.
-Several GPUs: detector.study.runner.
 
-A study's output folder belongs to one set of settings, and says how it was made.
+The output folder belongs to one set of settings: OUT/study.json holds the shared settings
+(Study.shared), their fingerprint and every command that trained into it, and `check_same_settings`
+refuses to train into a folder made with other settings, so that every row of a table was trained
+alike. The preset's synthetic data (study.synthetic) is generated once into data.root; a folder
+that already holds data must have been made with the same knobs (its train.json records them).
 
-OUT/study.json holds the shared settings (Study.shared), their fingerprint and every command that
-trained into the folder. `check_same_settings` refuses to train into a folder made with other
-settings (steps, data, image size, overrides), so that every row of a table was trained alike.
+Several GPUs: `launch_shards` starts `script argv --shard k/n --no-report` once per GPU
+(CUDA_VISIBLE_DEVICES); shard k trains runs k, k + n, ... of the list and the parent writes the
+report when all are done (a shard child is marked in its environment: only the parent records the
+command).
 
-Several GPUs: one process of the same command per GPU, each training its share of the list.
-
-`launch_shards` starts `script argv --shard k/n --no-report` once per GPU (CUDA_VISIBLE_DEVICES);
-shard k trains runs k, k + n, k + 2n, ... of the list, and the parent writes the report when all
-are done. A shard child is marked in its environment, so that only the parent records the command.
-
-The synthetic data a preset names (study.synthetic): generated once, checked against its knobs after.
-
-A study whose data set is the synthetic generator's (detector.data.synthetic) makes it in
-data.root before the first variant trains; a folder that already holds data must have been made
-with the same knobs (its train.json records them), or the study refuses it.
-
-Running the imbalance lab (detector.study.plan): its levels measured, its runs planned and trained.
+The imbalance lab (detector.study.plan.Lab): its levels measured, its runs planned and trained.
 
 Stages: `grid` trains every (loss, lr) at the first seed; `seeds` trains each loss's best-of-grid
 lr at the other seeds once its grid is complete; `all` does both. Finished runs are skipped and
@@ -55,7 +47,7 @@ a killed run resumes from its last checkpoint (the runner's rules), so the lab c
 a level, an optimizer or a shard (`i/n` of one stage's ordered run list) at a time. Shards split
 one stage at a time because within a stage the list is fixed; nothing else keeps two processes
 off the same run. Each run is a variant of its (level, optimizer) cell's loss study, trained by
-detector.study.runner.run_variant.
+run_variant.
 """
 
 from __future__ import annotations
@@ -74,7 +66,7 @@ from typing import Any, Callable
 import yaml
 
 from .cells import best_cells
-from .plan import Lab, LabError, Level, Optimizer, Study, fmt_lr
+from .plan import Lab, LabError, Level, Optimizer, Study
 from .presets import StudyError
 from .records import METRICS, code_version, final_losses, last_validation, load_results, recorded_commands, write_atomic
 from .report import cell_runs, write_lab_report, write_report, write_tables
@@ -344,7 +336,7 @@ def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
 
 def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]:
     best = best_lrs(lab, level, optimizer)
-    return [lab.variant(f"{loss}+lr{fmt_lr(best[loss])}+seed{seed}") for loss in lab.losses if loss in best
+    return [lab.variant(f"{loss}+lr{best[loss]!r}+seed{seed}") for loss in lab.losses if loss in best
             for seed in lab.seeds[1:]]
 
 
