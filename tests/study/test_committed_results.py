@@ -1,7 +1,8 @@
 """The committed study results under docs/ablation/ stay valid: the code, given the command each
 folder recorded, rebuilds the settings' fingerprint stored in every result.json, and, for the
 imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte, and each lab
-folder's results.csv and summary.md from its per-run records (runs/*/result.json, train.csv, val.csv).
+folder's results.csv and summary.md, and each loss study's results.csv and results.md, from its per-run
+records (runs/*/result.json, stats.json, train.csv, val.csv).
 
 A fingerprint that moved would make a rerun refuse the folder; a config.yaml that changed by one
 byte would make the resume of an interrupted run start it again from step 0.
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from detector.study.plan import build_lab
-from detector.study.report import lab_runs, runs_csv, summary_markdown
+from detector.study.records import load_results, load_stats
+from detector.study.report import lab_runs, results_csv, results_markdown, runs_csv, summary_markdown
 from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
 from tests.data.fixtures import load_script
@@ -62,6 +64,18 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     preset = re.search(r"\(preset (.+)\)\.$", committed.splitlines()[0]).group(1)
     study = dataclasses.replace(study, preset=Path(preset))
     assert variant_config_text(study, lab.variant(run.name)) == committed
+
+
+@pytest.mark.parametrize("folder", STUDIES, ids=str)
+def test_a_committed_study_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
+    monkeypatch.chdir(REPO)
+    args, overrides = _args(folder / "study.json")
+    study, _ = build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
+                           image_size=args.image_size, overrides=overrides)
+    results = load_results(folder)
+    assert results and results_csv(results) == (folder / "results.csv").read_text(encoding="utf-8")
+    markdown = results_markdown(results, study, load_stats(folder, results))
+    assert markdown == (folder / "results.md").read_text(encoding="utf-8")
 
 
 def _lab(folder: Path):
