@@ -19,6 +19,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from ..check_data import warn_low_coverage
 from ..checkpoint import CONFIG_KEY
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
@@ -113,6 +114,14 @@ class RetinaNetModule(L.LightningModule):
 
     def forward(self, images):
         return self.model(self.model.normalize(images))
+
+    def on_fit_start(self) -> None:
+        """One line when the anchors reach too few training boxes (detector/check_data.py)."""
+        datamodule = self.trainer.datamodule
+        if self.trainer.is_global_zero and getattr(datamodule, "train_dataset", None) is not None:
+            line = warn_low_coverage(datamodule, self.detector_config)
+            if line:
+                print(line, file=sys.stderr)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
