@@ -31,10 +31,10 @@ import numpy as np
 
 from detector.data.annotations import AnnotationTable
 from detector.data.coco import check_relative_path
-from detector.data.dataset import Transform, draw_subset, drop_empty_images
+from detector.data.dataset import Transform
 from detector.data.errors import DatasetError, IssueCounter
 from detector.data.images import read_image_size
-from detector.data.table_dataset import TableDataset
+from detector.data.table_dataset import TableDataset, select_images
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -91,10 +91,7 @@ class CSVDetection(TableDataset):
         class_names = read_csv_classes(class_file)
         issues = IssueCounter(self.ann_file)
         table = self._build_table(class_names, issues)
-        if drop_empty:
-            table = drop_empty_images(table)
-        if max_images is not None:
-            table = table.select(draw_subset(len(table), max_images, seed))
+        table = select_images(table, drop_empty, max_images, seed)
         issues.warn_summary()
         super().__init__(table=table, image_root=self.ann_file.parent, class_names=class_names,
                          label_to_category_id=list(range(1, len(class_names) + 1)), transforms=transforms)

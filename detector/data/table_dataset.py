@@ -10,8 +10,15 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from detector.data.annotations import coco_from_dict
-from detector.data.dataset import DetectionDataset
+from detector.data.annotations import AnnotationTable, coco_from_dict
+from detector.data.dataset import DetectionDataset, draw_subset, drop_empty_images
+
+
+def select_images(table: AnnotationTable, drop_empty: bool, max_images: int | None, seed: int) -> AnnotationTable:
+    """The table without images lacking a training box (drop_empty), then at most max_images drawn with seed."""
+    if drop_empty:
+        table = drop_empty_images(table)
+    return table if max_images is None else table.select(draw_subset(len(table), max_images, seed))
 
 
 class TableDataset(DetectionDataset):

@@ -38,10 +38,10 @@ import numpy as np
 import yaml
 
 from detector.data.annotations import AnnotationTable
-from detector.data.dataset import Transform, draw_subset, drop_empty_images
+from detector.data.dataset import Transform
 from detector.data.errors import DatasetError, IssueCounter
 from detector.data.images import IMAGE_SUFFIXES, read_image_size
-from detector.data.table_dataset import TableDataset
+from detector.data.table_dataset import TableDataset, select_images
 
 SPLITS = ("train", "val", "test")
 #: labelImg writes its class list beside the label files: not a label file without an image.
@@ -240,10 +240,7 @@ class YOLODetection(TableDataset):
         issues = IssueCounter(f"{self.data_yaml} ({split})")
         table = self._build_table(images, len(class_names), issues)
         issues.add("label file without an image (ignored)", len(orphan_labels(images)))
-        if drop_empty:
-            table = drop_empty_images(table)
-        if max_images is not None:
-            table = table.select(draw_subset(len(table), max_images, seed))
+        table = select_images(table, drop_empty, max_images, seed)
         self.split = split
         issues.warn_summary()
         super().__init__(table=table, image_root=self.root, class_names=class_names,

@@ -160,12 +160,14 @@ def _copy_class_rows(ours: Tensor, theirs: Tensor | None, rows: list[int], sourc
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_mult: float = 1.0) -> list[dict]:
     """Optimizer groups: no weight decay on biases and norms; the ResNet's lr times `backbone_lr_mult`.
 
-    Frozen parameters (requires_grad False) are left out; empty groups are dropped.
+    Frozen parameters (requires_grad False) are left out; empty groups are dropped. With a
+    multiplier of 1 there are two groups, decay then no decay, as checkpoints before the option hold.
     """
+    split = backbone_lr_mult != 1.0
     groups: dict[tuple[bool, bool], list[Tensor]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((name.startswith(BACKBONE_PREFIX), p.ndim <= 1), []).append(p)
+            groups.setdefault((split and name.startswith(BACKBONE_PREFIX), p.ndim <= 1), []).append(p)
     return [{"params": params, "lr": lr * (backbone_lr_mult if body else 1.0),
              "weight_decay": 0.0 if no_decay else weight_decay}
             for (body, no_decay), params in sorted(groups.items())]

@@ -68,6 +68,8 @@ class RetinaNetModule(L.LightningModule):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if on_non_finite not in ("stop", "skip"):
             raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
+        if init_from:
+            detector.backbone_weights = None  # init_from's weights replace them: nothing to download
         self.detector_config = detector
         self.optimizer_name = optimizer
         self.lr = lr

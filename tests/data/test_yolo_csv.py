@@ -167,3 +167,12 @@ def test_datamodule_reads_both(tmp_path, kind):
         dm.setup("fit")
         batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[0] == 2 and dm.val_coco_gt().getImgIds()
+
+
+def test_drop_empty_and_max_images(tmp_path):
+    data_yaml = make_yolo(tmp_path / "y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert list(YOLODetection(data_yaml, "train", drop_empty=True).table.file_names) == ["images/train/a.jpg"]
+        assert len(YOLODetection(data_yaml, "train", max_images=1)) == 1
+    assert len(CSVDetection(*make_csv(tmp_path / "c"), drop_empty=True)) == 1
