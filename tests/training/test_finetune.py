@@ -111,3 +111,31 @@ def test_fit_from_a_run_starts_fresh(tiny_synthetic, tmp_path, capsys):
     assert {s["step"].item() for s in optimizer["state"].values()} == {1.0}  # AdamW's state: one step old
     lrs = sorted({g["lr"] for g in optimizer["param_groups"]})
     assert len(lrs) == 2 and lrs[0] == pytest.approx(lrs[1] * 0.1)  # the ResNet at a tenth
+
+
+def test_from_torchvision_coco_weights_person_rows_are_copied(tmp_path):
+    """The README's lead: torchvision's 91-label COCO model, imported, fine-tuned onto [Person, widget]."""
+    import importlib.util
+
+    from torchvision.models.detection import retinanet_resnet50_fpn
+
+    torch.manual_seed(0)
+    tv = retinanet_resnet50_fpn(weights=None, weights_backbone=None)
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    spec = importlib.util.spec_from_file_location("import_torchvision", "scripts/import_torchvision.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--src", str(tmp_path / "tv.pth"), "--out", str(tmp_path / "coco.ckpt")]) == 0
+    source = torch.load(tmp_path / "coco.ckpt", map_location="cpu", weights_only=True)
+    assert source["class_names"][1] == "person" and len(source["class_names"]) == 91
+
+    target = build_retinanet(RetinaNetConfig(num_classes=2, backbone="resnet50", fpn_channels=256, p6_from="p5",
+                                             freeze_bn=True))
+    report = init_from_checkpoint(target, tmp_path / "coco.ckpt", ["Person", "widget"])
+    assert report.rows_copied == ["Person"] and not report.skipped
+    theirs = tv.state_dict()["head.classification_head.cls_logits.weight"]  # (9 * 91, 256, 3, 3)
+    ours = target.state_dict()[CLS_WEIGHT]
+    for a in range(A):
+        assert torch.equal(ours[a * 2], theirs[a * 91 + 1])  # person is torchvision's label 1
+    assert torch.equal(target.state_dict()["backbone.body.layer4.2.conv3.weight"],
+                       tv.state_dict()["backbone.body.layer4.2.conv3.weight"])
