@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if not source_ckpt.is_file():
         _fit(source_data, out / "source", args.source_steps, 0.002, 0, args.source_steps)
     results = {"source_ap": _ap_over_steps(out / "source"), "runs": []}
-    for seed in args.seeds:
-        for lr in args.lrs:
+    for lr in args.lrs:  # every seed of one lr before the next lr: a cut-short grid still has two seeds
+        for seed in args.seeds:
             for start in ("finetune", "scratch"):
                 run = out / f"{start}_lr{lr:g}_seed{seed}"
                 if not list(run.rglob("metrics.csv")):

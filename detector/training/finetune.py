@@ -118,7 +118,8 @@ def init_from_checkpoint(model: nn.Module, path: str | os.PathLike,
     report = InitReport(source=str(path), num_classes=model.config.num_classes)
     source_names = checkpoint.get("class_names")
     source_names = [str(n) for n in source_names] if isinstance(source_names, (list, tuple)) else None
-    source_k = int(source_config.get("num_classes") or len(source_names or []) or 0)
+    source_k = source_config.get("num_classes")
+    source_k = source_k if isinstance(source_k, int) and source_k > 0 else len(source_names or [])
     rows = class_rows(source_names, class_names, source_k, model.config.num_classes)
 
     new_state, copied = {}, set()
