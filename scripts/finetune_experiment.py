@@ -1,6 +1,7 @@
 """Fine-tuning against training from scratch on a small synthetic task (docs/finetuning.md).
 
-    python scripts/finetune_experiment.py --out runs/finetune_experiment [--steps 150] [--lrs 0.0005 0.002] [--seeds 0 1]
+    python scripts/finetune_experiment.py --out runs/finetune_experiment [--steps 150] [--lrs 0.0005 0.002] [--seeds 0 1] \
+        [--model.detector.fpn_channels 32 ...]   # any other argument: an override of every training run
 
 1. The source: the synthetic shapes restricted to circle, square and triangle (the other shapes'
    boxes removed), seed 1, trained for --source-steps.
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--num-train", type=int, default=300)
     parser.add_argument("--num-val", type=int, default=100)
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
     out = Path(args.out)
     source_data, target_data = out / "source_data", out / "target_data"
     if not (source_data / "train.json").is_file():
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             _rewrite(target_data / f"{split}.json", rename=TARGET_NAMES)
     source_ckpt = out / "source" / "ckpt" / "last.ckpt"
     if not source_ckpt.is_file():
-        _fit(source_data, out / "source", args.source_steps, 0.002, 0, args.source_steps)
+        _fit(source_data, out / "source", args.source_steps, 0.002, 0, args.source_steps, *overrides)
     results = {"source_ap": _ap_over_steps(out / "source"), "runs": []}
     for lr in args.lrs:  # every seed of one lr before the next lr: a cut-short grid still has two seeds
         for seed in args.seeds:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = out / f"{start}_lr{lr:g}_seed{seed}"
                 if not list(run.rglob("metrics.csv")):
                     extra = ["--model.init_from", str(source_ckpt)] if start == "finetune" else []
-                    _fit(target_data, run, args.steps, lr, seed, args.eval_every, *extra)
+                    _fit(target_data, run, args.steps, lr, seed, args.eval_every, *overrides, *extra)
                 results["runs"].append({"start": start, "lr": lr, "seed": seed, "ap": _ap_over_steps(run)})
     (out / "results.json").write_text(json.dumps(results, indent=1))
     steps = sorted({s for r in results["runs"] for s in r["ap"]})
