@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.max_images is not None:
             dataset = Subset(dataset, draw_subset(len(dataset), args.max_images, seed=0).tolist())
         records = box_records(dataset, config, batch_size=datamodule.val_batch_size,
-                              size_divisible=datamodule.size_divisible)
+                              num_workers=datamodule.num_workers, size_divisible=datamodule.size_divisible)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         report = {"split": args.split, "min_size": datamodule.hparams.min_size,
