@@ -38,12 +38,17 @@ def _args(record: Path) -> tuple:
     return load_script("ablate").build_parser().parse_known_args(command[2:])
 
 
+def _study(folder: Path):
+    """The loss study the last command a folder's study.json recorded describes."""
+    args, overrides = _args(folder / "study.json")
+    return build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
+                       image_size=args.image_size, overrides=overrides)[0]
+
+
 @pytest.mark.parametrize("folder", STUDIES, ids=str)
 def test_a_committed_study_keeps_its_fingerprint(folder, monkeypatch):
     monkeypatch.chdir(REPO)
-    args, overrides = _args(folder / "study.json")
-    study, _ = build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
-                           image_size=args.image_size, overrides=overrides)
+    study = _study(folder)
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*/result.json"))]
     assert results and {r["fingerprint"] for r in results} == {study.fingerprint}
 
@@ -66,31 +71,30 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     assert variant_config_text(study, lab.variant(run.name)) == committed
 
 
-@pytest.mark.parametrize("folder", STUDIES, ids=str)
-def test_a_committed_study_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
-    monkeypatch.chdir(REPO)
-    args, overrides = _args(folder / "study.json")
-    study, _ = build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
-                           image_size=args.image_size, overrides=overrides)
-    results = load_results(folder)
-    assert results and results_csv(results) == (folder / "results.csv").read_text(encoding="utf-8")
-    markdown = results_markdown(results, study, load_stats(folder, results))
-    assert markdown == (folder / "results.md").read_text(encoding="utf-8")
-
-
 def _lab(folder: Path):
     args, overrides = _args(folder / "lab.json")
     return build_lab(args.preset, args.out, levels=args.levels, optimizers=args.optimizers, losses=args.variants,
                      lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides)
 
 
-@pytest.mark.parametrize("folder", LABS, ids=str)
-def test_a_committed_lab_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
+def _rebuilt_tables(folder: Path) -> tuple[list, dict[str, str]]:
+    """(the folder's run rows, {table file: its text rebuilt from them}): a lab's or a loss study's."""
+    if (folder / "lab.json").is_file():
+        lab = _lab(folder)
+        rows = lab_runs(lab)
+        return rows, {"results.csv": runs_csv(rows), "summary.md": summary_markdown(lab, rows)}
+    results = load_results(folder)
+    markdown = results_markdown(results, _study(folder), load_stats(folder, results))
+    return results, {"results.csv": results_csv(results), "results.md": markdown}
+
+
+@pytest.mark.parametrize("folder", [*STUDIES, *LABS], ids=str)
+def test_a_committed_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
     monkeypatch.chdir(REPO)
-    lab = _lab(folder)
-    rows = lab_runs(lab)
-    assert rows and runs_csv(rows) == (folder / "results.csv").read_text(encoding="utf-8")
-    assert summary_markdown(lab, rows) == (folder / "summary.md").read_text(encoding="utf-8")
+    rows, tables = _rebuilt_tables(folder)
+    assert rows
+    for name, text in tables.items():
+        assert text == (folder / name).read_text(encoding="utf-8"), f"{folder / name} does not rebuild"
 
 
 def test_the_reference_run_is_among_the_pinned_ones():
