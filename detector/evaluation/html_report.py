@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from pycocotools.coco import COCO
-from torchvision.io import write_png
+from PIL import Image
 
 from ..data.images import load_rgb_image
 from .coco import COCO_METRIC_NAMES, class_names, coco_metrics, load_results, run_coco_eval, validate_results
@@ -154,7 +154,7 @@ def _draw_gallery_image(out: Path, image_id: int, image_path: Callable[[int], Pa
     drawn = draw_errors(torch.from_numpy(array).permute(2, 0, 1).contiguous(), image_id, coco_gt, results, tide,
                         names, min_score)
     name = f"gallery/{image_id}.png"
-    write_png(drawn, str(out / name))
+    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out / name)
     return name
 
 
@@ -277,7 +277,7 @@ def render_html(data: Mapping[str, Any], title: str) -> str:
     figures = []
     for row in g["images"]:
         chips = " ".join(_chip(t, f"{t} {n}") for t, n in row["errors"].items() if n)
-        pic = (f"<img src='{e(row['picture'])}' alt='image {row['image_id']}' loading='lazy'>" if row["picture"]
+        pic = (f"<img src='{e(row['picture'])}' alt='image {row['image_id']}'>" if row["picture"]
                else "<p class='note'>(image file not found: pass --images DIR)</p>")
         figures.append(f"<figure>{pic}<figcaption><b>image {row['image_id']}</b> {e(row['file_name'])} &middot; "
                        f"weighted errors {row['weighted_errors']:.3g}<br>{chips}</figcaption></figure>")
