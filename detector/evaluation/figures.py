@@ -47,7 +47,7 @@ def pr_figure(curves: Mapping[str, Any], class_names: Sequence[str], aps: Sequen
             ax.plot(recall, np.mean(defined, axis=0), color="black", lw=2.5, label="mean over classes")
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=f"Precision-recall, {title}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left", title=ap_key, title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper right", title=ap_key, title_fontsize=7)
     return fig
 
 
