@@ -11,15 +11,17 @@ from torchvision.utils import draw_bounding_boxes
 
 def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, colors: str | Sequence[str],
                labels: Sequence[str] | None = None, width: int = 1, font: str | None = None,
-               font_size: int | None = None) -> torch.Tensor:
+               font_size: int | None = None, filled_labels: bool = False) -> torch.Tensor:
     """(3, H, W) uint8 with ``boxes`` (B, 4) XYXY pixels drawn in ``colors`` (one, or one a box);
-    ``font``: a TrueType file for the labels at ``font_size`` (default: PIL's small bitmap font)."""
+    ``font``: a TrueType file for the labels at ``font_size`` (default: PIL's small bitmap font);
+    ``filled_labels``: black label text on a patch of the box's colour (readable on any picture)."""
     image = image.cpu()
     if len(boxes) == 0:
         return image
     colors = colors if isinstance(colors, str) else list(colors)
     return draw_bounding_boxes(image, boxes.cpu().float(), labels=None if labels is None else list(labels),
-                               colors=colors, width=width, font=font, font_size=font_size)
+                               colors=colors, width=width, font=font, font_size=font_size,
+                               fill_labels=filled_labels, label_colors="black" if filled_labels else None)
 
 
 def draw_detections(image: torch.Tensor, det: dict, gt_boxes: torch.Tensor | None = None,

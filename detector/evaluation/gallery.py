@@ -77,5 +77,6 @@ def draw_errors(image: torch.Tensor, image_id: int, coco_gt: Any, results: Seque
         idx = [i for i, w in enumerate(widths) if w == width]
         text = [labels[i] or "" for i in idx]
         image = draw_boxes(image, torch.tensor([boxes[i] for i in idx]).reshape(-1, 4), [colors[i] for i in idx],
-                           labels=text if any(text) else None, width=width, font=font, font_size=_FONT_SIZE)
+                           labels=text if any(text) else None, width=width, font=font, font_size=_FONT_SIZE,
+                           filled_labels=True)
     return image
