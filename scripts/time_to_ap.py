@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detector.bench.runner import machine  # noqa: E402
-from detector.bench.time_to_ap import DATASETS, THRESHOLDS, ensure_dataset, run_one  # noqa: E402
+from detector.bench.time_to_ap import (  # noqa: E402
+    DATASETS, THRESHOLDS, compare_raw_and_average, ensure_dataset, run_one)
 
 
 def variant(text: str) -> tuple[str, list[str]]:
@@ -60,7 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), help="val AP levels to time")
     p.add_argument("--num-images", type=int, default=None,
                    help="generate smaller train/val splits of this size (a check that it runs, not a measurement)")
+    p.add_argument("--data-dir", type=Path, default=REPO, help="where the datasets' folders (data/...) are")
     p.add_argument("--runs", type=Path, default=REPO / "runs/time_to_ap", help="folder of the runs' logs and checkpoints")
+    p.add_argument("--compare-raw", action="store_true",
+                   help="after each run, evaluate the raw weights and the average of its step checkpoints "
+                        "(EMA variants written with --checkpoint.filename {step}); offline, not timed")
     p.add_argument("--extra", default="", help="overrides added to every variant (e.g. '--trainer.max_steps 4')")
     a = p.parse_args(argv)
     if not a.config.is_file():
@@ -71,12 +76,14 @@ def main(argv=None) -> int:
     meta = {"machine": machine(), "config": str(a.config), "extra": extra,
             "command": " ".join(["python", *map(shlex.quote, sys.argv)])}
     for dataset in a.datasets:
-        root = ensure_dataset(dataset, REPO, num_train=a.num_images, num_val=a.num_images)
+        root = ensure_dataset(dataset, a.data_dir, num_train=a.num_images, num_val=a.num_images)
         for seed in a.seeds:
             for name, overrides in variants:
                 print(f"[time_to_ap] {dataset} / {name} / seed {seed} ...", file=sys.stderr, flush=True)
                 run_dir = a.runs / dataset / name / f"seed{seed}"
                 entry = run_one(a.config, root, run_dir, [*overrides, *extra], seed, REPO, a.thresholds)
+                if a.compare_raw:
+                    entry["raw_vs_average"] = compare_raw_and_average(run_dir, a.config, root)
                 entries.append({"dataset": dataset, "variant": name, "seed": seed, "overrides": overrides, **entry})
                 a.out.parent.mkdir(parents=True, exist_ok=True)
                 a.out.write_text(json.dumps({"time_to_ap": entries, "meta": meta}, indent=2) + "\n")

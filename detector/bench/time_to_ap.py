@@ -61,14 +61,17 @@ class TimeToAP(L.Callback):
             f.write(json.dumps(row) + "\n")
 
 
-def ensure_dataset(name: str, repo: Path, *, num_train: int | None = None, num_val: int | None = None) -> Path:
-    """The folder of dataset `name` (DATASETS), generated first when its train.json is missing."""
+def ensure_dataset(name: str, base: Path, *, num_train: int | None = None, num_val: int | None = None) -> Path:
+    """The folder of dataset `name` (DATASETS) under `base`, generated first when its train.json is missing.
+
+    With `num_train`, a smaller set of that size in a folder of its own (name suffixed with the size).
+    """
     from ..data import make_synthetic
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     folder, knobs, seed = DATASETS[name]
-    root = repo / folder if num_train is None else repo / f"{folder}_{num_train}"
+    root = base / folder if num_train is None else base / f"{folder}_{num_train}"
     if not (root / "train.json").is_file():
         sizes = {} if num_train is None else {"num_train": num_train, "num_val": num_val or num_train}
         make_synthetic(root, seed=seed, progress=False, **sizes, **knobs)
@@ -86,6 +89,38 @@ def summarize(rows: list[dict], thresholds=THRESHOLDS) -> dict:
             "final_ap": rows[-1]["AP"] if rows else None, "best_ap": max((r["AP"] for r in rows if r["AP"] is not None),
                                                                          default=None),
             "validation_s": sum(r["val_s"] for r in rows), "curve": rows}
+
+
+def compare_raw_and_average(run_dir: Path, config: Path, data_root: Path) -> list[dict]:
+    """[{"step", "raw_AP", "average_AP"}] for every step checkpoint ({step}.ckpt) of an EMA run in `run_dir`.
+
+    Both weights of each checkpoint go through the one evaluation loop alike (float32, the val
+    split): the raw weights are the run without the average (the average never feeds back into
+    training), so this is today's recipe and the recipe with EMA side by side, from one training.
+    """
+    import torch
+
+    from ..checkpoint import LIGHTNING_PREFIX, load_detector, read_checkpoint
+    from ..evaluation.inference import evaluate_detector
+    from ..training.datamodule import datamodule_from_config
+    from ..training.ema import RAW_WEIGHTS_KEY
+
+    rows = []
+    checkpoints = sorted((p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    for path in checkpoints:
+        stored = read_checkpoint(path)
+        if RAW_WEIGHTS_KEY not in stored:
+            continue
+        model = load_detector(path)
+        datamodule = datamodule_from_config(config, root=str(data_root), on_bad_image="error")
+        average = evaluate_detector(model, datamodule, per_class=False, progress=False)["AP"]
+        raw = {k[len(LIGHTNING_PREFIX):]: v for k, v in stored[RAW_WEIGHTS_KEY].items() if k.startswith(LIGHTNING_PREFIX)}
+        with torch.no_grad():
+            model.load_state_dict(raw)
+        rows.append({"step": int(path.stem), "raw_AP": float(evaluate_detector(model, datamodule, per_class=False,
+                                                                              progress=False)["AP"]),
+                     "average_AP": float(average)})
+    return rows
 
 
 def run_one(config: Path, data_root: Path, run_dir: Path, overrides: list[str], seed: int, repo: Path,
