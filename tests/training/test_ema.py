@@ -1,4 +1,7 @@
-"""The EMA of the weights (detector/training/ema.py): the rule by hand, validation, checkpoints, resume."""
+"""The EMA of the weights (detector/training/ema.py): the rule by hand, validation, bad settings.
+
+Resume and checkpoints: tests/reliability/test_ema_resume.py.
+"""
 
 import math
 
@@ -6,13 +9,9 @@ import lightning as L
 import pytest
 import torch
 
-import detector
-from detector.cli import run_cli
 from detector.model import RetinaNetConfig
-from detector.training.ema import RAW_WEIGHTS_KEY, WarmupEMA
+from detector.training.ema import WarmupEMA
 from detector.training.module import RetinaNetModule
-
-from .conftest import TINY
 
 DECAY, TAU, STEPS, VAL_AT = 0.8, 2.0, 5, 3
 
@@ -89,50 +88,3 @@ def test_bad_settings_are_one_line_errors_naming_the_key():
         RetinaNetModule(config, ema_decay=1.0)
     with pytest.raises(ValueError, match="model.ema_tau"):
         RetinaNetModule(config, ema_decay=0.9, ema_tau=0)
-
-
-@pytest.fixture
-def one_thread():
-    """Both runs compared bit for bit need the same thread count (the order of float sums)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _fit(root, run_dir, *extra):
-    args = ["fit", "--config", "configs/synthetic.yaml", "--data.root", str(root),
-            "--trainer.default_root_dir", str(run_dir), "--trainer.logger.init_args.save_dir", str(run_dir),
-            "--checkpoint.dirpath", str(run_dir / "ckpt"), *TINY, "--trainer.max_steps", "12",
-            "--trainer.val_check_interval", "12", "--trainer.num_sanity_val_steps", "0",
-            "--checkpoint.every_n_train_steps", "3", "--checkpoint.monitor", "null", "--checkpoint.save_top_k", "-1",
-            "--checkpoint.filename", "{step}", "--checkpoint.auto_insert_metric_name", "false", "--model.warmup_steps", "1", "--model.ema_decay", "0.9",
-            "--model.ema_tau", "3", *map(str, extra)]
-    assert run_cli(args) == 0
-
-
-def _load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-@pytest.mark.slow
-def test_resume_mid_epoch_gives_the_same_average_and_load_detector_reads_it(tiny_synthetic, tmp_path, one_thread):
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _fit(tiny_synthetic, full)
-    at_6 = full / "ckpt" / "6.ckpt"  # 16 images / batch 4: step 6 is in the middle of the second epoch
-    assert _load(at_6)["averaging_state"]["n_averaged"] == 6
-    _fit(tiny_synthetic, resumed, "--ckpt_path", at_6)
-
-    ref, res = _load(full / "ckpt" / "last.ckpt"), _load(resumed / "ckpt" / "last.ckpt")
-    assert ref["global_step"] == res["global_step"] == 12
-    for key in ("state_dict", RAW_WEIGHTS_KEY, "averaging_state"):  # the average, the raw weights, the count
-        assert ref[key].keys() == res[key].keys(), key
-        for name in ref[key]:
-            assert torch.equal(ref[key][name], res[key][name]), (key, name)
-    assert int(ref["averaging_state"]["n_averaged"]) == 12
-    # the saved weights are the average, not the raw weights; load_detector (predict, evaluate, export) reads them
-    raw, ema = ref[RAW_WEIGHTS_KEY], ref["state_dict"]
-    assert any(not torch.equal(raw[k], ema[k]) for k in ema if ema[k].is_floating_point())
-    model = detector.load_detector(full / "ckpt" / "last.ckpt")
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, ema["model." + name]), name
