@@ -1,4 +1,4 @@
-"""The EMA of the weights (detector/training/ema.py): the rule by hand, validation, bad settings.
+"""The EMA of the weights (detector/training/ema.py): the rule by hand, validation, settings, checkpoints read with it off.
 
 Resume and checkpoints: tests/reliability/test_ema_resume.py.
 """
@@ -8,9 +8,10 @@ import math
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from detector.model import RetinaNetConfig
-from detector.training.ema import WarmupEMA
+from detector.training.ema import RAW_WEIGHTS_KEY, WarmupEMA
 from detector.training.module import RetinaNetModule
 
 DECAY, TAU, STEPS, VAL_AT = 0.8, 2.0, 5, 3
@@ -88,3 +89,15 @@ def test_bad_settings_are_one_line_errors_naming_the_key():
         RetinaNetModule(config, ema_decay=1.0)
     with pytest.raises(ValueError, match="model.ema_tau"):
         RetinaNetModule(config, ema_decay=0.9, ema_tau=0)
+
+
+@pytest.mark.parametrize("stage, weights", [(TrainerFn.FITTING, "raw"), (TrainerFn.VALIDATING, "average")])
+def test_an_ema_checkpoint_read_with_the_average_off(stage, weights):
+    """Training on from one goes on from its raw weights; validating one uses the average it saved."""
+    module = RetinaNetModule(RetinaNetConfig(num_classes=2, backbone="resnet18", fpn_channels=16, head_convs=1))
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.state.fn = stage
+    module.trainer = trainer
+    checkpoint = {"state_dict": {"w": torch.zeros(1)}, RAW_WEIGHTS_KEY: {"w": torch.ones(1)}}
+    module.on_load_checkpoint(checkpoint)
+    assert float(checkpoint["state_dict"]["w"]) == (1.0 if weights == "raw" else 0.0)
