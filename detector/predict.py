@@ -17,9 +17,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_detector, read_checkpoint
 from .data.errors import DatasetError
-from .data.images import load_rgb_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .data.images import IMAGE_SUFFIXES, load_rgb_image
 
 
 def list_images(source: str | os.PathLike) -> list[Path]:

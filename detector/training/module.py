@@ -12,16 +12,19 @@ callback that reads every step's metrics sets), and val/AP ... val/ARl after eac
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import lightning as L
 import torch
 import torch.distributed as dist
 
+from ..check_data import warn_low_coverage
 from ..checkpoint import CONFIG_KEY
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
 from .ema import RAW_WEIGHTS_KEY, WarmupEMA, check_ema_settings
+from .finetune import init_from_checkpoint, parameter_groups
 
 OPTIMIZERS = ("sgd", "adamw")
 LOSS_PARTS = ("loss_cls", "loss_box")
@@ -52,14 +55,17 @@ class RetinaNetModule(L.LightningModule):
         ema_decay, ema_tau: keep an exponential moving average of the weights with this decay,
             warmed up over about ema_tau steps (detector/training/ema.py), validate it and save
             it as the checkpoint's weights; None: off.
+        init_from: a detector checkpoint to start from (fine-tuning: matching weights, the class
+            rows of matching names; optimizer and step fresh), see training/finetune.py.
+        backbone_lr_mult: the ResNet's learning rate as a multiple of lr (FPN and heads: lr).
     """
 
     def __init__(
         self, detector: RetinaNetConfig, *, optimizer: str = "sgd", lr: float = 0.01, lr_reference_batch: int = 16,
         momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
-        channels_last: bool = True, imbalance_every_step: bool = False, ema_decay: float | None = None,
-        ema_tau: float = 2000.0,
+        channels_last: bool = True, imbalance_every_step: bool = False, init_from: str | None = None,
+        backbone_lr_mult: float = 1.0, ema_decay: float | None = None, ema_tau: float = 2000.0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -67,6 +73,8 @@ class RetinaNetModule(L.LightningModule):
         if on_non_finite not in ("stop", "skip"):
             raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
         check_ema_settings(ema_decay, ema_tau)
+        if init_from:
+            detector.backbone_weights = None  # init_from's weights replace them: nothing to download
         self.detector_config = detector
         self.optimizer_name = optimizer
         self.lr = lr
@@ -81,12 +89,14 @@ class RetinaNetModule(L.LightningModule):
         self.channels_last = channels_last
         self.imbalance_every_step = imbalance_every_step
         self.ema_decay, self.ema_tau = ema_decay, ema_tau
+        self.init_from, self.backbone_lr_mult, self._initialised_from = init_from, backbone_lr_mult, False
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                    "warmup_factor": warmup_factor, "milestones": list(self.milestones),
                                    "lr_decay": lr_decay, "on_non_finite": on_non_finite,
                                    "channels_last": channels_last, "imbalance_every_step": imbalance_every_step,
+                                   "init_from": init_from, "backbone_lr_mult": backbone_lr_mult,
                                    "ema_decay": ema_decay, "ema_tau": ema_tau})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
@@ -94,12 +104,18 @@ class RetinaNetModule(L.LightningModule):
 
     # ------------------------------------------------------------------ model and data
     def configure_model(self) -> None:
-        """Builds the model once the data's class count is known (when the config leaves it out)."""
-        if self.model is not None:
-            return
+        """Builds the model once the data's class count is known (when the config leaves it out);
+        then `init_from`'s weights, unless a resume (ckpt_path) restores its own."""
         datamodule = self.trainer.datamodule
-        self.detector_config.num_classes = datamodule.num_classes
-        self.model = self._build(self.detector_config)
+        if self.model is None:
+            self.detector_config.num_classes = datamodule.num_classes
+            self.model = self._build(self.detector_config)
+        if self.init_from and not self._initialised_from and self.trainer.ckpt_path is None:
+            names = datamodule.class_names if datamodule is not None else None
+            line = init_from_checkpoint(self.model, self.init_from, names).line()
+            self._initialised_from = True
+            if self.trainer.is_global_zero:
+                print(line, file=sys.stderr)
 
     def _build(self, config: RetinaNetConfig):
         model = build_retinanet(config)
@@ -112,6 +128,14 @@ class RetinaNetModule(L.LightningModule):
 
     def forward(self, images):
         return self.model(self.model.normalize(images))
+
+    def on_fit_start(self) -> None:
+        """One line when the anchors reach too few training boxes (detector/check_data.py)."""
+        datamodule = self.trainer.datamodule
+        if self.trainer.is_global_zero and getattr(datamodule, "train_dataset", None) is not None:
+            line = warn_low_coverage(datamodule, self.detector_config)
+            if line:
+                print(line, file=sys.stderr)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
@@ -180,12 +204,8 @@ class RetinaNetModule(L.LightningModule):
         return self.lr * global_batch / self.lr_reference_batch
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)  # no decay on biases and norms
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         lr = self.effective_lr()
+        groups = parameter_groups(self.model, lr, self.weight_decay, self.backbone_lr_mult)
         if self.optimizer_name == "sgd":
             opt = torch.optim.SGD(groups, lr=lr, momentum=self.momentum)
         else:
