@@ -23,6 +23,7 @@ from ..check_data import warn_low_coverage
 from ..checkpoint import CONFIG_KEY
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
+from .ema import RAW_WEIGHTS_KEY, WarmupEMA, check_ema_settings
 from .finetune import init_from_checkpoint, parameter_groups
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -51,6 +52,9 @@ class RetinaNetModule(L.LightningModule):
             "skip" drops that batch and goes on.
         imbalance_every_step: compute and log the imbalance statistics on every step, not only on
             the steps the logger writes (they cost host synchronisations).
+        ema_decay, ema_tau: keep an exponential moving average of the weights with this decay,
+            warmed up over about ema_tau steps (detector/training/ema.py), validate it and save
+            it as the checkpoint's weights; None: off.
         init_from: a detector checkpoint to start from (fine-tuning: matching weights, the class
             rows of matching names; optimizer and step fresh), see training/finetune.py.
         backbone_lr_mult: the ResNet's learning rate as a multiple of lr (FPN and heads: lr).
@@ -61,13 +65,14 @@ class RetinaNetModule(L.LightningModule):
         momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
         channels_last: bool = True, imbalance_every_step: bool = False, init_from: str | None = None,
-        backbone_lr_mult: float = 1.0,
+        backbone_lr_mult: float = 1.0, ema_decay: float | None = None, ema_tau: float = 2000.0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if on_non_finite not in ("stop", "skip"):
             raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
+        check_ema_settings(ema_decay, ema_tau)
         if init_from:
             detector.backbone_weights = None  # init_from's weights replace them: nothing to download
         self.detector_config = detector
@@ -83,6 +88,7 @@ class RetinaNetModule(L.LightningModule):
         self.on_non_finite = on_non_finite
         self.channels_last = channels_last
         self.imbalance_every_step = imbalance_every_step
+        self.ema_decay, self.ema_tau = ema_decay, ema_tau
         self.init_from, self.backbone_lr_mult, self._initialised_from = init_from, backbone_lr_mult, False
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
@@ -90,7 +96,8 @@ class RetinaNetModule(L.LightningModule):
                                    "warmup_factor": warmup_factor, "milestones": list(self.milestones),
                                    "lr_decay": lr_decay, "on_non_finite": on_non_finite,
                                    "channels_last": channels_last, "imbalance_every_step": imbalance_every_step,
-                                   "init_from": init_from, "backbone_lr_mult": backbone_lr_mult})
+                                   "init_from": init_from, "backbone_lr_mult": backbone_lr_mult,
+                                   "ema_decay": ema_decay, "ema_tau": ema_tau})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
@@ -113,6 +120,11 @@ class RetinaNetModule(L.LightningModule):
     def _build(self, config: RetinaNetConfig):
         model = build_retinanet(config)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def configure_callbacks(self):
+        if self.ema_decay is None or self.trainer.state.fn != "fit":
+            return []
+        return [WarmupEMA(self.ema_decay, self.ema_tau, device=self.trainer.strategy.root_device)]
 
     def forward(self, images):
         return self.model(self.model.normalize(images))
@@ -255,3 +267,6 @@ class RetinaNetModule(L.LightningModule):
         if self.model is None and CONFIG_KEY in checkpoint:
             self.detector_config = RetinaNetConfig.from_dict(checkpoint[CONFIG_KEY])
             self.model = self._build(self.detector_config)
+        if self.ema_decay is None and RAW_WEIGHTS_KEY in checkpoint and self._trainer is not None \
+                and self.trainer.state.fn == "fit":  # resuming an EMA run without it: go on from the raw weights
+            checkpoint["state_dict"] = checkpoint[RAW_WEIGHTS_KEY]
