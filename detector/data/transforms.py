@@ -1,8 +1,9 @@
 """Albumentations pipelines for images and their boxes.
 
-Both pipelines resize the way torchvision's GeneralizedRCNNTransform does: one scale,
-min(min_size / short side, max_size / long side), so that the short side becomes `min_size`
-unless the long side would then exceed `max_size`. It is one resize, not two chained ones.
+Both pipelines resize to `model.preprocess.resized_size`, the one size rule that `predict()` and
+the export graph use too (torchvision's: one scale, min(min_size / short side, max_size / long
+side), each side floored in float64). It is one resize, not two chained ones. An image too thin
+to resize raises `ImageTooThinError` (the dataset skips it like an unreadable image).
 
 - eval: the resize only.
 - train: the resize with `min_size` drawn from a list (scale jitter), a horizontal flip and a
@@ -28,10 +29,7 @@ from albumentations.augmentations.geometric import functional as fgeometric
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from albumentations.core.type_definitions import Targets
 
-
-def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
-    """The scale that makes the short side `min_size` with the long side at most `max_size`."""
-    return min(min_size / min(height, width), max_size / max(height, width))
+from detector.model.preprocess import resized_size
 
 
 class ResizeShortestEdge(A.DualTransform):
@@ -65,17 +63,13 @@ class ResizeShortestEdge(A.DualTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         min_size = self.py_random.choice(self.min_size) if isinstance(self.min_size, list) else self.min_size
-        return {"scale": resize_scale(height, width, min_size, self.max_size)}
+        return {"new_shape": resized_size(height, width, min_size, self.max_size)}
 
-    @staticmethod
-    def _new_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-        return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        return fgeometric.resize(img, new_shape, interpolation=self.interpolation)
 
-    def apply(self, img: np.ndarray, scale: float, **params: Any) -> np.ndarray:
-        return fgeometric.resize(img, self._new_shape(img.shape, scale), interpolation=self.interpolation)
-
-    def apply_to_mask(self, mask: np.ndarray, scale: float, **params: Any) -> np.ndarray:
-        return fgeometric.resize(mask, self._new_shape(mask.shape, scale), interpolation=cv2.INTER_NEAREST)
+    def apply_to_mask(self, mask: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        return fgeometric.resize(mask, new_shape, interpolation=cv2.INTER_NEAREST)
 
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
         return bboxes  # albumentations keeps boxes normalised to [0, 1]: a resize leaves them as they are

@@ -21,7 +21,7 @@ import torch
 
 from ..model.retinanet import RetinaNet
 from .graph import OUTPUT_NAMES, ExportableDetector
-from .runtime import CLASS_NAMES_KEY, require
+from .runtime import CLASS_NAMES_KEY, MAX_SIZE_KEY, MIN_SIZE_KEY, require
 
 #: Opset of the ONNX files written here (NonMaxSuppression >= 11, Resize with sizes >= 13).
 ONNX_OPSET = 17
@@ -70,7 +70,8 @@ def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_
         )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    metadata = {"opset": str(opset), "layout": LAYOUT, "detections_per_img": str(model.config.detections_per_img)}
+    metadata = {"opset": str(opset), "layout": LAYOUT, "detections_per_img": str(model.config.detections_per_img),
+                MIN_SIZE_KEY: str(model.config.min_size), MAX_SIZE_KEY: str(model.config.max_size)}
     if class_names:
         metadata[CLASS_NAMES_KEY] = json.dumps(list(class_names))
     for key, value in metadata.items():
