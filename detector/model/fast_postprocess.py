@@ -162,9 +162,14 @@ class ClassWiseNMS(torch.autograd.Function):
         n, k, c = scores.shape
         selected = (scores > score_threshold).nonzero()  # (S, 3): image, class, candidate
         image, label, cand = selected.unbind(1)
-        offsets = (image * k + label).to(boxes) * (boxes.max() + 1)  # (S,): groups never overlap
-        keep = nms(boxes[image, cand] + offsets[:, None], scores[image, label, cand], iou_threshold)
-        return selected[keep]
+        # two sentinel boxes in groups of their own: torchvision's nms declares its output size >= 2 to
+        # torch.export, which a .pt2 then asserts at run time (an image with 0 or 1 boxes kept would fail)
+        groups = torch.cat([image * k + label, torch.arange(n * k, n * k + 2, device=image.device)])
+        flat_boxes = torch.cat([boxes[image, cand], boxes.new_tensor([[0.0, 0.0, 1.0, 1.0]] * 2)])
+        flat_scores = torch.cat([scores[image, label, cand], scores.new_zeros(2)])
+        offsets = groups.to(boxes) * (boxes.max() + 2)  # groups never overlap
+        keep = nms(flat_boxes + offsets[:, None], flat_scores, iou_threshold)
+        return selected[keep[keep < selected.shape[0]]]
 
     @staticmethod
     def symbolic(g, boxes, scores, iou_threshold: float, score_threshold: float):

@@ -6,7 +6,7 @@ The size rule is torchvision's (GeneralizedRCNNTransform): scale = min(min_size 
 max_size / long side) in float64, and each side becomes floor(side * scale). The data transform
 (`data/transforms.py`), `RetinaNet.predict` and the export graph (`export/graph.py`) all call
 `resized_size`, so an image has one resized size whichever path it takes. A side that would
-become smaller than 1 px raises `ImageTooThinError`; callers skip such an image with a warning
+become smaller than MIN_RESIZED_SIDE (1) px raises `ImageTooThinError`; callers skip such an image with a warning
 as they skip an unreadable one.
 
 `resized_size`, `resize` and `pad` take Python ints, SymInts (torch.export) or 0-dim int64
@@ -23,8 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+#: The smallest resized side; a thinner image is refused by every path alike.
+MIN_RESIZED_SIDE = 1
+
+
 class ImageTooThinError(ValueError):
-    """An image so thin that a side of its resized size would be below 1 px."""
+    """An image so thin that a side of its resized size would be below MIN_RESIZED_SIDE px."""
 
 
 def tracing() -> bool:
@@ -50,17 +54,19 @@ def smaller(a, b):
 def resized_size(h, w, min_size: int, max_size: int):
     """(h', w') of an (h, w) image: floor(side * scale), scale = min(min_size / short, max_size / long), float64.
 
-    Raises ImageTooThinError (ints only) when h' or w' would be 0.
+    Raises ImageTooThinError (ints only) when h' or w' would be below MIN_RESIZED_SIDE.
     """
     if isinstance(h, Tensor):
-        hf, wf = h.double(), w.double()
+        # (1,)-shaped: the ONNX exporter computes 0-dim float64 tensors in float32 (its scalar type
+        # analysis), which turns 335 * (800 / 335) into 800 instead of float64's 799.99...
+        hf, wf = h.reshape(1).double(), w.reshape(1).double()
         # true divisions of float64 tensors: a Python number / tensor multiplies by a rounded reciprocal
         lo, hi = torch.full_like(hf, min_size), torch.full_like(hf, max_size)
         scale = torch.minimum(lo / torch.minimum(hf, wf), hi / torch.maximum(hf, wf))
-        return (hf * scale).floor().long(), (wf * scale).floor().long()
+        return (hf * scale).floor().long().reshape(()), (wf * scale).floor().long().reshape(())
     scale = torch.sym_min(min_size / torch.sym_min(h, w), max_size / torch.sym_max(h, w))
     new_h, new_w = math.trunc(h * scale), math.trunc(w * scale)  # floor of a positive size; a .pt2 can store trunc
-    if isinstance(new_h, int) and isinstance(new_w, int) and min(new_h, new_w) < 1:
+    if isinstance(new_h, int) and isinstance(new_w, int) and min(new_h, new_w) < MIN_RESIZED_SIDE:
         raise ImageTooThinError(
             f"a {h}x{w} image (h x w) is too thin to resize to min_size {min_size} / max_size {max_size}: "
             f"it would be {new_h}x{new_w}")
