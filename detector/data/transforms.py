@@ -5,7 +5,8 @@ the export graph use too (torchvision's: one scale, min(min_size / short side, m
 side), each side floored in float64). It is one resize, not two chained ones. An image too thin
 to resize raises `ImageTooThinError` (the dataset skips it like an unreadable image).
 
-- eval: the resize only.
+- eval: the resize only, or (resize=False, the datamodule's evaluation) nothing but the size
+  check: `RetinaNet.predict` resizes, as for any image file.
 - train: the resize with `min_size` drawn from a list (scale jitter), a horizontal flip and a
   light colour jitter (brightness, contrast, saturation, hue).
 
@@ -83,14 +84,19 @@ class DetectionTransform:
 
     Args:
         compose: the albumentations pipeline, with bbox_params whose label_fields is ["labels"].
+        check_size: (min_size, max_size) an image must be resizable to (ImageTooThinError otherwise),
+            for a pipeline that leaves the resize to predict().
     """
 
-    def __init__(self, compose: A.Compose) -> None:
+    def __init__(self, compose: A.Compose, check_size: tuple[int, int] | None = None) -> None:
         self.compose = compose
+        self.check_size = check_size
 
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.check_size is not None:
+            resized_size(*image.shape[:2], *self.check_size)
         out = self.compose(
             image=image,
             bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -117,6 +123,7 @@ def build_transforms(
     min_visibility: float = 0.3,
     min_box_size: float = 1.0,
     seed: int | None = None,
+    resize: bool = True,
 ) -> DetectionTransform:
     """The train or eval pipeline (see the module doc).
 
@@ -130,6 +137,8 @@ def build_transforms(
         min_visibility: drop a box when less than this fraction of its area stays in the image.
         min_box_size: drop a box narrower or shorter than this, in output pixels.
         seed: seed of the pipeline's own random stream (None: fresh entropy).
+        resize: eval only; False leaves the resize to `RetinaNet.predict` (the evaluation loop's
+            path) and only refuses an image too thin to resize.
     """
     sizes = [int(s) for s in min_size] if isinstance(min_size, Sequence) else [int(min_size)]
     if not sizes or min(sizes) <= 0 or max_size <= 0:
@@ -149,7 +158,7 @@ def build_transforms(
                     p=0.8,
                 )
             )
-    else:
+    elif resize:
         steps.append(ResizeShortestEdge(min_size=max(sizes), max_size=max_size))
     compose = A.Compose(
         steps,
@@ -164,4 +173,4 @@ def build_transforms(
         ),
         seed=seed,
     )
-    return DetectionTransform(compose)
+    return DetectionTransform(compose, check_size=None if train or resize else (max(sizes), max_size))
