@@ -17,10 +17,8 @@ from tqdm import tqdm
 
 from .checkpoint import load_detector, read_checkpoint
 from .data.errors import DatasetError
-from .data.images import load_rgb_image
+from .data.images import IMAGE_SUFFIXES, load_rgb_image
 from .model.preprocess import ImageTooThinError, resized_size
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(source: str | os.PathLike) -> list[Path]:

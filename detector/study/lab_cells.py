@@ -1,8 +1,10 @@
 """The imbalance lab's comparisons: each loss's best-of-grid cell, and the gap between two cells.
 
-A cell is one (level, optimizer, loss): its best lr on the grid (by the first seed's AP at the
-0.05 score threshold; ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr
-run beside it. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
+A cell is one (level, optimizer, loss): its best lr on the grid (`best_of_grid`: the first seed's
+AP at the 0.05 score threshold, a diverged run scoring 0 and losing a tie to a finished one; other
+ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr run beside it. The seeds
+stage (detector.study.lab_runner) trains the lr this rule picks, so the report's best is the one
+trained at every seed. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
 when its size is not larger than the seed spread: the larger of the two losses' AP ranges over the
 seeds (max - min). With one seed there is no spread, and the verdict says so. When both cells
 stay below NOISE_FLOOR AP, the gap is between two models that found next to nothing: its verdict
@@ -54,7 +56,7 @@ def best_cells(rows: list[dict], lrs: dict[tuple[str, str], tuple[float, ...]] |
             continue
         first = next(iter(grid.values()))["seed"]
         complete = wanted is None or all(any(math.isclose(lr, g) for g in grid) for lr in wanted)
-        best_lr = max(grid, key=lambda lr: (run_ap(grid[lr]) if run_ap(grid[lr]) is not None else -1.0, -lr))
+        best_lr = best_of_grid(grid)
         by_seed = {first: grid[best_lr]}
         by_seed.update({r["seed"]: r for r in runs if r["seed"] != first and math.isclose(r["lr"], best_lr)})
         recipe = next((r for r in grid.values() if r.get("recipe")), None)
@@ -62,6 +64,16 @@ def best_cells(rows: list[dict], lrs: dict[tuple[str, str], tuple[float, ...]] |
         cells[key] = {"lr": best_lr, "by_seed": by_seed, "recipe": recipe, "complete": complete, "edge": edge,
                       "ratio_anchor": runs[0].get("ratio_anchor"), "grid": grid}
     return cells
+
+
+def best_of_grid(grid: dict[float, dict]) -> float:
+    """The best lr of {lr: run}: highest AP (diverged: 0, not run or no AP: below 0); a finished run beats
+    a diverged one at the same AP; then the smaller lr."""
+    def rank(lr: float) -> tuple:
+        ap = run_ap(grid[lr])
+        return (-1.0 if ap is None else ap, not grid[lr].get("diverged"), -lr)
+
+    return max(grid, key=rank)
 
 
 def _is_grid(r: dict) -> bool:
@@ -98,4 +110,4 @@ def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against
             "floor": floor, "verdict": verdict}
 
 
-__all__ = ["GAPS", "NOISE_FLOOR", "THRESHOLDS", "best_cells", "gap", "run_ap"]
+__all__ = ["GAPS", "NOISE_FLOOR", "THRESHOLDS", "best_cells", "best_of_grid", "gap", "run_ap"]

@@ -35,22 +35,24 @@ RUN_COLUMNS: tuple[str, ...] = (
 
 def lab_runs(lab) -> list[dict]:
     """Every finished run of the lab's levels and optimizers, with its level, optimizer, lr and seed."""
-    rows = []
+    return [r for level in lab.levels for optimizer in lab.optimizers for r in cell_runs(lab, level, optimizer)]
+
+
+def cell_runs(lab, level, optimizer) -> list[dict]:
+    """The finished runs of one (level, optimizer), each with its level, optimizer, loss, lr and seed."""
     default_seed = int(lab.config.get("seed_everything") or 0)
-    for level in lab.levels:
-        stats = lab.level_stats(level) or {}
-        for optimizer in lab.optimizers:
-            for r in load_results(lab.cell_dir(level, optimizer)):
-                v = parse_variant(r["variant"])
-                rows.append({
-                    **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name,
-                    "lr": v.lr if v.lr is not None else optimizer.recipe_lr,
-                    "seed": v.seed if v.seed is not None else default_seed,
-                    "ratio_anchor": stats.get("negatives_per_positive"),
-                    "ratio_term": stats.get("negative_terms_per_positive_term"),
-                    "steps_budget": level.max_steps, "recipe": math.isclose(
-                        v.lr if v.lr is not None else optimizer.recipe_lr, optimizer.recipe_lr, rel_tol=1e-6),
-                })  # fmt: skip
+    stats = lab.level_stats(level) or {}
+    rows = []
+    for r in load_results(lab.cell_dir(level, optimizer)):
+        v = parse_variant(r["variant"])
+        lr = v.lr if v.lr is not None else optimizer.recipe_lr
+        rows.append({
+            **r, "level": level.name, "optimizer": optimizer.name, "loss": v.base_name, "lr": lr,
+            "seed": v.seed if v.seed is not None else default_seed,
+            "ratio_anchor": stats.get("negatives_per_positive"),
+            "ratio_term": stats.get("negative_terms_per_positive_term"),
+            "steps_budget": level.max_steps, "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),
+        })  # fmt: skip
     return rows
 
 
@@ -180,4 +182,4 @@ def write_lab_report(lab, plots: bool = True) -> list[dict]:
     return rows
 
 
-__all__ = ["RUN_COLUMNS", "lab_runs", "last_gain", "runs_csv", "summary_markdown", "write_lab_report"]
+__all__ = ["RUN_COLUMNS", "cell_runs", "lab_runs", "last_gain", "runs_csv", "summary_markdown", "write_lab_report"]

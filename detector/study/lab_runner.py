@@ -19,10 +19,11 @@ import yaml
 
 from .folder import commands_with
 from .lab import Lab, LabError, Level, Optimizer, fmt_lr
-from .lab_report import write_lab_report
+from .lab_cells import best_cells
+from .lab_report import cell_runs, write_lab_report
 from .plan import Study
 from .records import write_atomic
-from .runner import load_results, prepare_study, run_variant
+from .runner import prepare_study, run_variant
 from .synthetic_data import prepare_data
 from .variants import Variant, parse_variant
 
@@ -52,23 +53,10 @@ def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) ->
 
 
 def best_lrs(lab: Lab, level: Level, optimizer: Optimizer) -> dict[str, float]:
-    """Each loss's best grid lr (by AP at the usual threshold, first seed), once its grid is complete.
-
-    A diverged run counts as AP -1; ties go to the smaller lr.
-    """
-    study = lab.cell_study(level, optimizer)
-    results = {r["variant"]: r for r in load_results(study.out)}
-    best: dict[str, float] = {}
-    for loss in lab.losses:
-        scores = []
-        for lr in lab.grid(level, optimizer):
-            r = results.get(parse_variant(f"{loss}+lr{fmt_lr(lr)}").name)
-            if r is None:
-                break
-            scores.append((-1.0 if r.get("diverged") or r.get("AP") is None else float(r["AP"]), -lr, lr))
-        else:
-            best[loss] = max(scores)[2]
-    return best
+    """Each loss's best grid lr once its grid is complete: the report's rule (lab_cells.best_cells)."""
+    cells = best_cells(cell_runs(lab, level, optimizer), lab.grids())
+    return {loss: cells[key]["lr"] for loss in lab.losses
+            if (key := (level.name, optimizer.name, loss)) in cells and cells[key]["complete"]}
 
 
 def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]:

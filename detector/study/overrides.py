@@ -2,17 +2,16 @@
 
 An override applies to every variant of a study (e.g. `--data.root DIR`); its key and value are
 checked against detector.cli.training_parser's schema, so a typo or a wrong type is a one-line
-StudyError before anything trains. Keys the study sets itself (MANAGED_KEYS) are refused.
+StudyError (the parser's own message) before anything trains. Keys the study sets itself
+(MANAGED_KEYS) are refused.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
-import re
 from typing import Any
 
-from .presets import TRAIN_SECTIONS, StudyError
+from .presets import StudyError
 
 #: Keys the study sets itself: overriding them for the whole study would break its promises.
 MANAGED_KEYS: dict[str, str] = {
@@ -40,16 +39,15 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
         return []  # no Lightning import for a study without overrides
     from jsonargparse import ArgumentError, Namespace
 
-    parser = _override_parser()
+    for token in tokens:
+        if token.startswith("--") and (refusal := _managed(token[2:].partition("=")[0])):
+            raise StudyError(refusal)
     try:
-        given = parser.parse_args(list(tokens), defaults=False)
-    except ArgumentError as err:
-        raise StudyError(_override_error(str(err), parser)) from None
-    pairs = [(key, _plain(value, Namespace)) for key, value in given.items(branches=False)]
-    for key, _ in pairs:
-        if _managed(key):
-            raise StudyError(_managed(key))
-    return pairs
+        given = _override_parser().parse_args(list(tokens), defaults=False)
+    except ArgumentError as err:  # the parser's message, its first two lines (key, reason) as one
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise StudyError(f"config overrides: {' '.join(lines[:2])}") from None
+    return [(key, _plain(value, Namespace)) for key, value in given.items(branches=False)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,37 +74,6 @@ def _managed(key: str) -> str | None:
         if key == managed or key.startswith(managed + "."):
             return f"--{key} is set by the study; use {instead}"
     return None
-
-
-def _override_error(message: str, parser) -> str:
-    """jsonargparse's (multi-line) parse error as one line that names the option."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    first = lines[0] if lines else "cannot parse the overrides"
-    bad_value = re.match(r'Parser key "([^"]+)"', first)
-    if bad_value:
-        key = bad_value.group(1)
-        if _managed(key):
-            return _managed(key)
-        reason = next((line for line in lines[1:] if line.lstrip("- ").startswith("Expected")), None)
-        reason = (reason or (lines[1] if len(lines) > 1 else "bad value")).lstrip("- ")
-        return f"--{key}: bad value ({reason})"
-    unknown = re.match(r"unrecognized arguments: (\S+)", first)
-    if unknown:
-        token = unknown.group(1)
-        if not token.startswith("--"):
-            return f"unexpected argument {token!r}: config overrides look like --data.root DIR"
-        key = token[2:].partition("=")[0]
-        if key.split(".")[0] not in TRAIN_SECTIONS:
-            return f"--{key}: overrides start with one of {', '.join(TRAIN_SECTIONS)}"
-        if _managed(key):
-            return _managed(key)
-        close = difflib.get_close_matches(key, list(parser.get_defaults().keys()), n=1)
-        hint = f" (did you mean --{close[0]}?)" if close else ""
-        return f"--{key}: no such setting in the training config{hint}"
-    no_value = re.match(r"argument (--\S+): expected one argument", first)
-    if no_value:
-        return f"{no_value.group(1)} needs a value"
-    return f"config overrides: {first}"
 
 
 def set_key(config: dict, dotted: str, value: Any) -> None:

@@ -67,7 +67,11 @@ def save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_ap_over_steps(out: Path, results: list[dict], colors: dict) -> None:
+def _titled(text: str, context: str) -> str:
+    return f"{context}\n{text}" if context else text
+
+
+def plot_ap_over_steps(out: Path, results: list[dict], colors: dict, context: str = "") -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -84,7 +88,7 @@ def plot_ap_over_steps(out: Path, results: list[dict], colors: dict) -> None:
             drawn = True
     if not drawn:
         _empty(ax, "no validation yet")
-    ax.set(xlabel="training step", ylabel="validation AP (pycocotools, 0-1)", title="AP over training")
+    ax.set(xlabel="training step", ylabel="validation AP (pycocotools, 0-1)", title=_titled("AP over training", context))
     ax.set_ylim(bottom=-0.02)
     ax.grid(alpha=0.3)
     if drawn:
@@ -214,7 +218,7 @@ def _reference(results: list[dict], stats: dict[str, dict]) -> str | None:
     return finished[0] if finished else None
 
 
-def plot_loss_cdf(out: Path, results: list[dict], stats: dict[str, dict]) -> None:
+def plot_loss_cdf(out: Path, results: list[dict], stats: dict[str, dict], context: str = "") -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -247,8 +251,9 @@ def plot_loss_cdf(out: Path, results: list[dict], stats: dict[str, dict]) -> Non
                     title="negatives: how concentrated (log scale)", ylim=(0, 1.02))
         axes[2].grid(alpha=0.3, which="both")
         axes[2].legend(fontsize=8, loc="upper left")
-        fig.suptitle(f"Normalised loss CDF, one trained model ({name}, {st['images']} validation images), "
-                     "focal loss evaluated at several γ (cf. the paper's Figure 4)")
+        fig.suptitle(_titled(f"Normalised loss CDF, one trained model ({name}, {st['images']} validation images), "
+                             "focal loss evaluated at several γ (cf. the paper's Figure 4)", context),
+                     y=1.04 if context else 0.98)
     save_figure(fig, out / "loss_cdf.png")
 
 
@@ -279,7 +284,8 @@ def plot_loss_cdf_by_variant(out: Path, results: list[dict], stats: dict[str, di
     save_figure(fig, out / "loss_cdf_by_variant.png")
 
 
-def plot_background_scores(out: Path, results: list[dict], stats: dict[str, dict], colors: dict) -> None:
+def plot_background_scores(out: Path, results: list[dict], stats: dict[str, dict], colors: dict,
+                           context: str = "") -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -308,7 +314,8 @@ def plot_background_scores(out: Path, results: list[dict], stats: dict[str, dict
             _empty(ax, "no finished variant")
     if drawn:
         axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Score histograms at the end of training (dotted: the 0.05 inference threshold)")
+    fig.suptitle(_titled("Score histograms at the end of training (dotted: the 0.05 inference threshold)", context),
+                 y=1.04 if context else 0.98)
     save_figure(fig, out / "background_scores.png")
 
 

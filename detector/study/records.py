@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,21 @@ def last_validation(run_dir: Path) -> dict[str, Any]:
         "step": int(rows[-1]["step"])}
 
 
+def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, Any]:
+    """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files differ
+    from it}; both None outside a git checkout (an installed wheel) or without git."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     """{variant: its runs/<variant>/stats.json} for the results that have one."""
     stats = {}
@@ -79,5 +95,5 @@ def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     return stats
 
 
-__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "final_losses", "last_validation", "load_stats", "read_columns",
+__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "code_version", "final_losses", "last_validation", "load_stats", "read_columns",
            "read_rows", "write_atomic", "write_csv"]

@@ -9,11 +9,12 @@ Output folder OUT:
 
     results.csv, results.md, *.png     the table and the plots (detector.study.report, .plots)
     study.json                          the settings, the commands, the settings' fingerprint (.folder)
-    tb/<variant>/                       one TensorBoard run per variant (tensorboard --logdir OUT/tb)
+    tb/<variant>/                       one TensorBoard run per variant (tensorboard --logdir OUT/tb), git-ignored
     runs/<variant>/config.yaml          the variant's training config
     runs/<variant>/train.csv, val.csv   its record (detector.study.recorder)
     runs/<variant>/stats.json           end-of-training loss statistics (detector.study.stats)
-    runs/<variant>/result.json          its row of the table, written last (atomically): done
+    runs/<variant>/result.json          its row of the table, written last (atomically): done; with the
+                                        commit of the code that finished it and whether the tree was dirty
     runs/<variant>/checkpoints/last.ckpt  while it trains: the resume point, git-ignored
     checkpoints/<variant>/final.pt      the trained model (study.save_models), git-ignored
 
@@ -44,7 +45,7 @@ import yaml
 from .folder import check_same_settings, write_study_json
 from .plan import Study
 from .presets import StudyError
-from .records import METRICS, final_losses, last_validation, write_atomic
+from .records import METRICS, code_version, final_losses, last_validation, write_atomic
 from .report import write_report, write_tables
 from .synthetic_data import prepare_data
 from .variants import Variant
@@ -103,7 +104,7 @@ def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = pri
         raise StudyError(f"variant {variant.name} failed (exit status {rc}) without a non-finite loss; "
                          "see the messages above")
     result.update({"minutes": round(minutes, 2), "clip": variant.clip, "lr": variant.lr, "seed": variant.seed,
-                   "paper_ap": variant.paper_ap(), "fingerprint": study.fingerprint})
+                   "paper_ap": variant.paper_ap(), "fingerprint": study.fingerprint, **code_version()})
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the resume point is no longer needed
     return result

@@ -1,6 +1,7 @@
 """The committed study results under docs/ablation/ stay valid: the code, given the command each
 folder recorded, rebuilds the settings' fingerprint stored in every result.json, and, for the
-imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte.
+imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte, and each lab
+folder's results.csv and summary.md from its per-run records (runs/*/result.json, train.csv, val.csv).
 
 A fingerprint that moved would make a rerun refuse the folder; a config.yaml that changed by one
 byte would make the resume of an interrupted run start it again from step 0.
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from detector.study.lab import build_lab
+from detector.study.lab_report import lab_runs, runs_csv, summary_markdown
 from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
 from detector.study.variants import parse_variant
@@ -24,6 +26,7 @@ from tests.data.fixtures import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/study.json"))
+LABS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/lab.json"))
 LAB_RUNS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/*/runs/*/result.json"))
 
 
@@ -62,6 +65,22 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     assert variant_config_text(study, parse_variant(run.name)) == committed
 
 
+def _lab(folder: Path):
+    args, overrides = _args(folder / "lab.json")
+    return build_lab(args.preset, args.out, levels=args.levels, optimizers=args.optimizers, losses=args.variants,
+                     lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides)
+
+
+@pytest.mark.parametrize("folder", LABS, ids=str)
+def test_a_committed_lab_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
+    monkeypatch.chdir(REPO)
+    lab = _lab(folder)
+    rows = lab_runs(lab)
+    assert rows and runs_csv(rows) == (folder / "results.csv").read_text(encoding="utf-8")
+    assert summary_markdown(lab, rows) == (folder / "summary.md").read_text(encoding="utf-8")
+
+
 def test_the_reference_run_is_among_the_pinned_ones():
     assert Path("docs/ablation/imbalance/dense_adamw/runs/ce_prior+lr0.002") in LAB_RUNS
     assert Path("docs/ablation/quick") in STUDIES
+    assert Path("docs/ablation/imbalance") in LABS

@@ -59,7 +59,7 @@ def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, t
     for managed in ("--trainer.max_steps", "--model.detector.gamma", "--model.milestones"):
         with pytest.raises(StudyError, match="set by the study"):
             parse_overrides([managed, "1"])
-    with pytest.raises(StudyError, match="start with"):
+    with pytest.raises(StudyError, match="unrecognized arguments: --foo.bar"):
         parse_overrides(["--foo.bar", "1"])
 
     study, variants = build_study(tiny_preset, tmp_path / "o", variants="ce_no_prior,focal_g2_a0.25+clip10",
@@ -79,13 +79,13 @@ def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, t
 @pytest.mark.parametrize(
     "tokens, named",
     [
-        (["--data.batchsize", "4"], "--data.batchsize: no such setting.*did you mean --data.batch_size"),
-        (["--data.batch_size", "four"], "--data.batch_size: bad value.*int.*four"),
-        (["--data.batch_size=4", "--model.lr", "fast"], "--model.lr: bad value.*float.*fast"),
+        (["--data.batchsize", "4"], "unrecognized arguments: --data.batchsize"),
+        (["--data.batch_size", "four"], "data.batch_size.*int.*four"),
+        (["--data.batch_size=4", "--model.lr", "fast"], "model.lr.*float.*fast"),
         # the training config reads years as strings: LightningCLI would refuse this list when the variant starts
-        (["--data.voc_train_years", "[2007, 2012]"], "--data.voc_train_years: bad value"),
-        (["--data.batch_size"], "--data.batch_size needs a value"),
-        (["data/mine"], "unexpected argument 'data/mine'"),
+        (["--data.voc_train_years", "[2007, 2012]"], "data.voc_train_years"),
+        (["--data.batch_size"], "--data.batch_size: expected one argument"),
+        (["data/mine"], "unrecognized arguments: data/mine"),
     ],
 )
 def test_overrides_are_checked_against_the_training_config(tokens, named):
