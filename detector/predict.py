@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .checkpoint import load_detector, read_checkpoint
 from .data.errors import DatasetError
 from .data.images import IMAGE_SUFFIXES, load_rgb_image
+from .model.preprocess import ImageTooThinError, resized_size
 
 
 def list_images(source: str | os.PathLike) -> list[Path]:
@@ -33,12 +34,21 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     return [source]
 
 
-def _read_images(paths: list[Path], strict: bool) -> tuple[list[Path], list]:
-    """(the readable paths, their (H, W, 3) arrays); the others warned about, or an error when strict."""
+def _read_images(paths: list[Path], strict: bool, min_size: int, max_size: int) -> tuple[list[Path], list]:
+    """(the readable paths, their (H, W, 3) arrays); the others (unreadable, or too thin to resize at
+    min_size / max_size) warned about, or an error when strict."""
     kept, arrays = [], []
     for path in paths:
         try:
-            arrays.append(load_rgb_image(path))
+            array = load_rgb_image(path)
+            if min_size is not None:  # too thin to resize: skipped like an unreadable file
+                resized_size(*array.shape[:2], min_size, max_size)
+            arrays.append(array)
+        except ImageTooThinError as err:
+            if strict:
+                raise DatasetError(path, str(err)) from None
+            tqdm.write(f"warning: {path}: {err}; skipped", file=sys.stderr)
+            continue
         except DatasetError as err:
             if strict:
                 raise
@@ -63,17 +73,19 @@ def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_
 
         model = OnnxDetector(onnx, device=device)  # same predict() contract as the eager model
         class_names = class_names or model.class_names
+        sizes = model.min_size, model.max_size  # None for a file exported without them
     else:
         model = load_detector(checkpoint, map_location=device)
         if class_names is None:
             class_names = read_checkpoint(checkpoint).get("class_names")
+        sizes = model.config.min_size, model.config.max_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list_images(source)
     strict = strict or not Path(source).is_dir()
     results, predicted = [], 0
     for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch"):
-        chunk, arrays = _read_images(files[start : start + batch_size], strict)
+        chunk, arrays = _read_images(files[start : start + batch_size], strict, *sizes)
         if not chunk:
             continue
         predicted += len(chunk)

@@ -90,3 +90,16 @@ def test_a_folder_of_only_bad_files_is_an_error(checkpoint, folders, tmp_path, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == f"error: {mixed}: none of the 3 images could be read"
+
+
+def test_an_image_too_thin_to_resize_is_skipped_like_an_unreadable_one(checkpoint, tmp_path, capsys):
+    # 3 x 3000 at min_size = max_size = 64: the short side would be 0 px
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    write_image(folder / "a.jpg", 40, 50)
+    write_image(folder / "strip.png", 3, 3000)
+    assert _predict(checkpoint, folder, tmp_path / "out") == 0
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    warned = [line for line in err if line.startswith("warning: ")]
+    assert len(warned) == 1 and "strip.png" in warned[0] and "too thin" in warned[0] and warned[0].endswith("; skipped")
+    assert {d["file_name"] for d in json.loads((tmp_path / "out/detections.json").read_text())} == {"a.jpg"}

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from detector.data.annotations import AnnotationTable
 from detector.data.errors import DatasetError, DatasetWarning
+from detector.model.preprocess import ImageTooThinError
 from detector.data.images import load_rgb_image
 
 # (image, boxes (M, 4), labels (M,)) -> the same three, transformed.
@@ -107,6 +108,13 @@ class DetectionDataset(Dataset):
         for _ in range(len(self)):
             try:
                 image = self.load_image(index)
+                orig_size = (int(image.shape[0]), int(image.shape[1]))
+                boxes, labels = self.table.training_targets(index)
+                if self.transforms is not None:
+                    try:
+                        image, boxes, labels = self.transforms(image, boxes, labels)
+                    except ImageTooThinError as err:  # skipped as an unreadable image is
+                        raise DatasetError(self.image_path(index), str(err)) from None
                 break
             except DatasetError as err:
                 if self.on_bad_image != "skip":
@@ -118,10 +126,6 @@ class DetectionDataset(Dataset):
                 index = (index + 1) % len(self)  # a deterministic stand-in: resumed runs read the same
         else:
             raise DatasetError(self.image_root, f"none of the {len(self)} images can be read")
-        orig_size = (int(image.shape[0]), int(image.shape[1]))
-        boxes, labels = self.table.training_targets(index)
-        if self.transforms is not None:
-            image, boxes, labels = self.transforms(image, boxes, labels)
         return {
             "image": image,
             "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),

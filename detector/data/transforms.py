@@ -1,10 +1,12 @@
 """Albumentations pipelines for images and their boxes.
 
-Both pipelines resize the way torchvision's GeneralizedRCNNTransform does: one scale,
-min(min_size / short side, max_size / long side), so that the short side becomes `min_size`
-unless the long side would then exceed `max_size`. It is one resize, not two chained ones.
+Both pipelines resize to `model.preprocess.resized_size`, the one size rule that `predict()` and
+the export graph use too (torchvision's: one scale, min(min_size / short side, max_size / long
+side), each side floored in float64). It is one resize, not two chained ones. An image too thin
+to resize raises `ImageTooThinError` (the dataset skips it like an unreadable image).
 
-- eval: the resize only.
+- eval: the resize only, or (resize=False, the datamodule's evaluation) nothing but the size
+  check: `RetinaNet.predict` resizes, as for any image file.
 - train: the resize with `min_size` drawn from a list (scale jitter), a horizontal flip and a
   light colour jitter (brightness, contrast, saturation, hue).
 
@@ -28,10 +30,7 @@ from albumentations.augmentations.geometric import functional as fgeometric
 from albumentations.core.transforms_interface import BaseTransformInitSchema
 from albumentations.core.type_definitions import Targets
 
-
-def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
-    """The scale that makes the short side `min_size` with the long side at most `max_size`."""
-    return min(min_size / min(height, width), max_size / max(height, width))
+from detector.model.preprocess import resized_size
 
 
 class ResizeShortestEdge(A.DualTransform):
@@ -65,17 +64,13 @@ class ResizeShortestEdge(A.DualTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         min_size = self.py_random.choice(self.min_size) if isinstance(self.min_size, list) else self.min_size
-        return {"scale": resize_scale(height, width, min_size, self.max_size)}
+        return {"new_shape": resized_size(height, width, min_size, self.max_size)}
 
-    @staticmethod
-    def _new_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
-        return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        return fgeometric.resize(img, new_shape, interpolation=self.interpolation)
 
-    def apply(self, img: np.ndarray, scale: float, **params: Any) -> np.ndarray:
-        return fgeometric.resize(img, self._new_shape(img.shape, scale), interpolation=self.interpolation)
-
-    def apply_to_mask(self, mask: np.ndarray, scale: float, **params: Any) -> np.ndarray:
-        return fgeometric.resize(mask, self._new_shape(mask.shape, scale), interpolation=cv2.INTER_NEAREST)
+    def apply_to_mask(self, mask: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        return fgeometric.resize(mask, new_shape, interpolation=cv2.INTER_NEAREST)
 
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
         return bboxes  # albumentations keeps boxes normalised to [0, 1]: a resize leaves them as they are
@@ -89,14 +84,19 @@ class DetectionTransform:
 
     Args:
         compose: the albumentations pipeline, with bbox_params whose label_fields is ["labels"].
+        check_size: (min_size, max_size) an image must be resizable to (ImageTooThinError otherwise),
+            for a pipeline that leaves the resize to predict().
     """
 
-    def __init__(self, compose: A.Compose) -> None:
+    def __init__(self, compose: A.Compose, check_size: tuple[int, int] | None = None) -> None:
         self.compose = compose
+        self.check_size = check_size
 
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.check_size is not None:
+            resized_size(*image.shape[:2], *self.check_size)
         out = self.compose(
             image=image,
             bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -123,6 +123,7 @@ def build_transforms(
     min_visibility: float = 0.3,
     min_box_size: float = 1.0,
     seed: int | None = None,
+    resize: bool = True,
 ) -> DetectionTransform:
     """The train or eval pipeline (see the module doc).
 
@@ -136,6 +137,8 @@ def build_transforms(
         min_visibility: drop a box when less than this fraction of its area stays in the image.
         min_box_size: drop a box narrower or shorter than this, in output pixels.
         seed: seed of the pipeline's own random stream (None: fresh entropy).
+        resize: eval only; False leaves the resize to `RetinaNet.predict` (the evaluation loop's
+            path) and only refuses an image too thin to resize.
     """
     sizes = [int(s) for s in min_size] if isinstance(min_size, Sequence) else [int(min_size)]
     if not sizes or min(sizes) <= 0 or max_size <= 0:
@@ -155,7 +158,7 @@ def build_transforms(
                     p=0.8,
                 )
             )
-    else:
+    elif resize:
         steps.append(ResizeShortestEdge(min_size=max(sizes), max_size=max_size))
     compose = A.Compose(
         steps,
@@ -170,4 +173,4 @@ def build_transforms(
         ),
         seed=seed,
     )
-    return DetectionTransform(compose)
+    return DetectionTransform(compose, check_size=None if train or resize else (max(sizes), max_size))

@@ -18,10 +18,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.fx.experimental import _config as fx_config
 
 from ..model.retinanet import RetinaNet
 from .graph import OUTPUT_NAMES, ExportableDetector
-from .runtime import CLASS_NAMES_KEY, require
+from .runtime import CLASS_NAMES_KEY, MAX_SIZE_KEY, MIN_SIZE_KEY, require
 
 #: Opset of the ONNX files written here (NonMaxSuppression >= 11, Resize with sizes >= 13).
 ONNX_OPSET = 17
@@ -70,7 +71,8 @@ def export_onnx(model: RetinaNet, path: str | os.PathLike, *, opset: int = ONNX_
         )
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    metadata = {"opset": str(opset), "layout": LAYOUT, "detections_per_img": str(model.config.detections_per_img)}
+    metadata = {"opset": str(opset), "layout": LAYOUT, "detections_per_img": str(model.config.detections_per_img),
+                MIN_SIZE_KEY: str(model.config.min_size), MAX_SIZE_KEY: str(model.config.max_size)}
     if class_names:
         metadata[CLASS_NAMES_KEY] = json.dumps(list(class_names))
     for key, value in metadata.items():
@@ -84,7 +86,9 @@ def export_program(model: RetinaNet) -> torch.export.ExportedProgram:
     module = _cpu_copy(model)
     dims = {0: torch.export.Dim("batch", max=1024), 2: torch.export.Dim("height", min=2, max=16384),
             3: torch.export.Dim("width", min=2, max=16384)}
-    with warnings.catch_warnings(), torch.no_grad():
+    # the torch.export tutorial's switch against 0/1 specialisation: without it the program refuses a
+    # resized side or a feature map of size 1 (a 1-px strip, the P7 of a 128-px side)
+    with warnings.catch_warnings(), torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         warnings.filterwarnings("ignore", message=".*create_unbacked_symint. is deprecated.*")  # torchvision's nms
         return torch.export.export(module, (example_images(),), dynamic_shapes={INPUT_NAME: dims})
 

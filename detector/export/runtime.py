@@ -19,6 +19,8 @@ from .graph import unpad
 INSTALL_HINT = 'pip install -e ".[export]"'
 #: ONNX metadata key of the class names (a JSON list) that export_onnx writes.
 CLASS_NAMES_KEY = "class_names"
+#: ONNX metadata keys of the resize's min_size and max_size.
+MIN_SIZE_KEY, MAX_SIZE_KEY = "min_size", "max_size"
 
 
 class MissingExtraError(ImportError):
@@ -58,6 +60,9 @@ class OnnxDetector:
         self.input_name = self.session.get_inputs()[0].name
         names = self.session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY)
         self.class_names: list[str] | None = json.loads(names) if names else None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        # the graph's resize sizes, for skipping images too thin to resize (None: not recorded)
+        self.min_size, self.max_size = ((int(meta[k]) if k in meta else None) for k in (MIN_SIZE_KEY, MAX_SIZE_KEY))
 
     def run(self, batch: Tensor) -> list[dict[str, Tensor]]:
         """Detections of a batch of equal-sized images (N, 3, H, W) float in [0, 1]."""

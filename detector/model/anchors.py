@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .preprocess import tracing
+
 
 class AnchorGenerator(nn.Module):
     """One set of anchors for a padded batch.
@@ -84,11 +86,13 @@ class AnchorGenerator(nn.Module):
         """
         if len(feature_sizes) != self.num_levels:
             raise ValueError(f"{len(feature_sizes)} feature levels but {self.num_levels} anchor sizes")
+        if tracing():  # sizes are symbolic: no cache keyed by them
+            return torch.cat([self.grid_anchors(level, image_size, fs, device) for level, fs in enumerate(feature_sizes)])
         key = (tuple(image_size), tuple(tuple(f) for f in feature_sizes), str(device))
         cached = self._cache.get(key)
         if cached is None:
             cached = torch.cat(
-                [self._grid_anchors(level, image_size, fs) for level, fs in enumerate(feature_sizes)]
+                [self.grid_anchors(level, image_size, fs) for level, fs in enumerate(feature_sizes)]
             ).to(device)
             if len(self._cache) > 16:  # multi-scale training sees a handful of sizes; stay bounded
                 self._cache.clear()
@@ -98,14 +102,15 @@ class AnchorGenerator(nn.Module):
     def num_anchors_per_level(self, feature_sizes: Sequence[Sequence[int]]) -> list[int]:
         return [h * w * self.num_anchors_per_location for h, w in feature_sizes]
 
-    def _grid_anchors(self, level: int, image_size: Sequence[int], feature_size: Sequence[int]) -> Tensor:
+    def grid_anchors(self, level: int, image_size: Sequence, feature_size: Sequence, device=None) -> Tensor:
+        """Anchors (Hi * Wi * A, 4) of one level; sizes are ints, SymInts or 0-dim tensors (`preprocess.dims`)."""
         (img_h, img_w), (h, w) = image_size, feature_size
         stride_y, stride_x = img_h // h, img_w // w
-        ys = torch.arange(h, dtype=torch.float32) * stride_y
-        xs = torch.arange(w, dtype=torch.float32) * stride_x
+        ys = torch.arange(h, dtype=torch.float32, device=device) * stride_y
+        xs = torch.arange(w, dtype=torch.float32, device=device) * stride_x
         shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (Hi*Wi, 1, 4)
-        return (shifts + self.cell_anchors(level)[None]).reshape(-1, 4)  # (Hi*Wi*A, 4)
+        return (shifts + self.cell_anchors(level).to(device)[None]).reshape(-1, 4)  # (Hi*Wi*A, 4)
 
     def extra_repr(self) -> str:
         return f"sizes={self.sizes}, scales={tuple(round(s, 4) for s in self.scales)}, ratios={self.ratios}"

@@ -59,8 +59,10 @@ class RetinaNetConfig:
     nms_thresh: float = 0.5
     detections_per_img: int = 100
 
-    # Input: normalisation, and the resize `predict` applies (training data are resized by the
-    # data pipeline). Padding to a multiple of the largest stride keeps anchor strides nominal.
+    # Input: normalisation, and the resize (`model/preprocess.py`). A training config sets the size
+    # once, as data.min_size / data.max_size; the training module copies it here (a value given
+    # here is overwritten), so that a checkpoint carries it. Padding to a multiple of the largest
+    # stride keeps anchor strides nominal.
     min_size: int = 800
     max_size: int = 1333
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

@@ -17,11 +17,9 @@ Contract:
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
@@ -32,6 +30,7 @@ from .head import RetinaNetHead
 from .losses import ImbalanceStats, RetinaNetLoss
 from .matcher import Matcher
 from .postprocess import PostProcessor
+from .preprocess import normalize, preprocess
 
 
 class HeadOutputs(NamedTuple):
@@ -69,9 +68,7 @@ class RetinaNet(nn.Module):
 
     def normalize(self, images: Tensor) -> Tensor:
         """(N, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> float, ImageNet-normalised."""
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
-        return (images - self.image_mean) / self.image_std
+        return normalize(images, self.image_mean, self.image_std)
 
     def forward(self, images: Tensor) -> HeadOutputs:
         """Head outputs and anchors for normalised, padded images (N, 3, H, W).
@@ -123,33 +120,20 @@ class RetinaNet(nn.Module):
     # Inference on raw images of any size.
 
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Normalise, resize and pad a list of (3, H_i, W_i) images in [0, 1].
+        """Normalise, resize and pad a list of (3, H_i, W_i) images in [0, 1] (`preprocess.preprocess`).
 
-        Returns (batch (N, 3, H, W), image_sizes (N, 2) of the resized images). The resize is
-        torchvision's: scale = min(min_size / short side, max_size / long side), bilinear.
+        Returns (batch (N, 3, H, W), image_sizes (N, 2) of the resized images). Raises
+        ImageTooThinError for an image whose resized side would be below 1 px.
         """
         if not images:
             raise ValueError("predict needs at least one image")
-        resized = []
         for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
             if not image.is_floating_point():
                 raise ValueError(f"image {i}: expected a float tensor in [0, 1], got {image.dtype}")
-            image = (image - self.image_mean[0]) / self.image_std[0]
-            h, w = image.shape[-2:]
-            scale = min(self.config.min_size / min(h, w), self.config.max_size / max(h, w))
-            resized.append(
-                F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
-                              align_corners=False)[0]
-            )
-        sizes = torch.tensor([img.shape[-2:] for img in resized], dtype=torch.int64)
-        div = self.config.size_divisible
-        pad_h, pad_w = (int(math.ceil(int(s) / div) * div) for s in sizes.max(dim=0).values)
-        batch = resized[0].new_zeros((len(resized), 3, pad_h, pad_w))
-        for img, out in zip(resized, batch):
-            out[:, : img.shape[1], : img.shape[2]].copy_(img)
-        return batch, sizes.to(batch.device)
+        c = self.config
+        return preprocess(images, self.image_mean, self.image_std, c.min_size, c.max_size, c.size_divisible)
 
     @torch.no_grad()
     def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -182,9 +166,12 @@ def guided_loss_scaling(parts: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def rescale_boxes(boxes: Tensor, from_size, to_size) -> Tensor:
-    """Boxes (D, 4) XYXY from an image of size from_size (h, w) to one of size to_size (h, w)."""
-    ratio_h = torch.tensor(float(to_size[0]), device=boxes.device) / torch.tensor(float(from_size[0]), device=boxes.device)
-    ratio_w = torch.tensor(float(to_size[1]), device=boxes.device) / torch.tensor(float(from_size[1]), device=boxes.device)
+    """Boxes (..., 4) XYXY from an image of size from_size (h, w) to one of size to_size (h, w).
+
+    Sizes are ints, SymInts or 0-dim tensors (`preprocess.dims`); the ratios are float32 in every case.
+    """
+    one = boxes.new_ones((), dtype=torch.float32)
+    ratio_h, ratio_w = (one * to_size[0]) / (one * from_size[0]), (one * to_size[1]) / (one * from_size[1])
     return boxes * torch.stack([ratio_w, ratio_h, ratio_w, ratio_h])
 
 

@@ -342,13 +342,13 @@ class DetectionDataModule(LightningDataModule):
         return self._loader(self.val_dataset, self.val_batch_size, train=False)
 
     def eval_dataset(self, split: str) -> Dataset:
-        """A split through the evaluation transforms (resize only), e.g. to evaluate on "train"."""
+        """A split through the evaluation transforms (no resize: predict() resizes), e.g. to evaluate on "train"."""
         if split == "val":
             return self.val_dataset if self.val_dataset is not None else self._build("val", self._eval_transforms())
         return self._build(split, self._eval_transforms())
 
     def _eval_transforms(self) -> DetectionTransform:
-        return build_transforms(False, self.hparams.min_size, self.hparams.max_size)
+        return build_transforms(False, self.hparams.min_size, self.hparams.max_size, resize=False)
 
     def eval_dataloader(self, dataset: Dataset) -> DataLoader:
         return self._loader(dataset, self.val_batch_size, train=False)

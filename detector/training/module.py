@@ -22,6 +22,7 @@ import torch.distributed as dist
 from ..check_data import warn_low_coverage
 from ..checkpoint import CONFIG_KEY
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
+from ..evaluation.inference import detect_collated
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
 from .ema import RAW_WEIGHTS_KEY, WarmupEMA, check_ema_settings
 from .finetune import init_from_checkpoint, parameter_groups
@@ -105,8 +106,17 @@ class RetinaNetModule(L.LightningModule):
     # ------------------------------------------------------------------ model and data
     def configure_model(self) -> None:
         """Builds the model once the data's class count is known (when the config leaves it out);
-        then `init_from`'s weights, unless a resume (ckpt_path) restores its own."""
+        then `init_from`'s weights, unless a resume (ckpt_path) restores its own.
+
+        The image size is the data's (data.min_size, data.max_size): the model's predict() and the
+        export graph read it from the detector config, which takes it from there.
+        """
         datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "hparams") and "min_size" in datamodule.hparams:
+            for key in ("min_size", "max_size"):
+                setattr(self.detector_config, key, int(datamodule.hparams[key]))
+                if self.model is not None:
+                    setattr(self.model.config, key, int(datamodule.hparams[key]))
         if self.model is None:
             self.detector_config.num_classes = datamodule.num_classes
             self.model = self._build(self.detector_config)
@@ -162,8 +172,17 @@ class RetinaNetModule(L.LightningModule):
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's logged values (every log_every_n_steps steps)."""
-        connector = getattr(self._trainer, "_logger_connector", None) if self._trainer is not None else None
-        return True if connector is None else bool(connector.should_update_logs)
+        trainer = self._attached_trainer()
+        if trainer is None:
+            return True
+        return (trainer.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop
+
+    def _attached_trainer(self):
+        """The Trainer, or None when the module runs without one (the `trainer` property raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def _agree_on_non_finite(self, failed: NonFiniteLossError | None) -> NonFiniteLossError | None:
         """With several processes, a non-finite part on any of them is one on all (max all-reduce).
@@ -231,8 +250,8 @@ class RetinaNetModule(L.LightningModule):
         return detections
 
     def predict_step(self, batch, batch_idx=0, dataloader_idx=0):
-        """Detections in original image pixels for a collated batch."""
-        return self.model.detect_batch(batch["images"], batch["image_sizes"], batch["orig_sizes"])
+        """Detections in original image pixels for a collated batch (the evaluation loop's step)."""
+        return detect_collated(self.model, batch)
 
     def on_validation_epoch_end(self) -> None:
         state = self.accumulator.state()
@@ -258,7 +277,7 @@ class RetinaNetModule(L.LightningModule):
         if bad is not None:  # never replace the last good checkpoint with a broken one
             raise NonFiniteLossStop(f"step {self.global_step}: {bad} is not finite; checkpoint not written")
         checkpoint[CONFIG_KEY] = self.detector_config.to_dict()
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(self._attached_trainer(), "datamodule", None)
         if datamodule is not None:  # so that predict.py can name classes and map labels back
             checkpoint["class_names"] = datamodule.class_names
             checkpoint["label_to_category_id"] = datamodule.label_to_category_id

@@ -69,7 +69,7 @@ def test_onnx_output_layout(onnx_file):
 @pytest.mark.parametrize("min_size,max_size", [(800, 1333), (256, 400), (320, 480)])
 def test_resized_size_is_interpolates_output_size(min_size, max_size):
     # both paths (tensors, as traced for ONNX, and ints) against F.interpolate's own output size
-    from detector.export.graph import resized_size
+    from detector.model.preprocess import resized_size
 
     for h, w in [(480, 640), (640, 480), (300, 410), (128, 128), (97, 131), (7, 999), (600, 800), (333, 500)]:
         scale = min(min_size / min(h, w), max_size / max(h, w))

@@ -29,6 +29,8 @@ def test_fit_writes_checkpoints_and_resume_continues_the_step_count(tiny_synthet
     assert state["class_names"] == ["circle", "square", "triangle", "cross", "ring"]
     model = detector.load_detector(best)  # a Lightning checkpoint loads without Lightning
     assert model.config.num_classes == 5 and model.config.fpn_channels == 16
+    # one image-size key: the data's (TINY's --data.min_size 128), not RetinaNetConfig's default 800
+    assert (model.config.min_size, model.config.max_size) == (128, 128)
     assert "val/AP" in str(state["callbacks"])  # best was chosen by validation AP
 
     _fit(tiny_synthetic, tmp_path, "--trainer.max_steps", "5", "--trainer.val_check_interval", "3",
