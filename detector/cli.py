@@ -10,9 +10,40 @@ from .checkpoint import CheckpointError
 from .data.errors import DatasetError
 from .evaluation import EvaluationError
 from .export.runtime import MissingExtraError
+from .io import WriteError
 from .model.backbone import BackboneError
 
-USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError, MissingExtraError)
+USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError, MissingExtraError,
+               WriteError)
+
+
+# Range-checked argparse types: a bad number is one line from the parser (exit status 2), never a
+# traceback or a silent acceptance later.
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _checked(text, int, lambda v: v >= 1, "an integer >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _checked(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1] (nan refused)."""
+    return _checked(text, float, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
+
+
+def _checked(text: str, kind, ok, what: str):
+    import argparse
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(value):  # nan fails every comparison, so it is refused too
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
 
 
 @contextmanager

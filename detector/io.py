@@ -54,6 +54,34 @@ def write_atomic(path: str | os.PathLike, text_or_bytes: str | bytes, *, durable
     return Path(path)
 
 
+class WriteError(OSError):
+    """A file or folder could not be written; the one-line message names the path and the cause.
+
+    Args: path: what was being written; cause: the OSError (its strerror: "No space left on
+    device", "Read-only file system", "File too large", ...) or the cause in words.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError | str) -> None:
+        why = cause if isinstance(cause, str) else (cause.strerror or str(cause) or type(cause).__name__)
+        super().__init__(getattr(cause, "errno", None), f"{os.fspath(path)}: cannot write: {why}")
+        self.path = os.fspath(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised inside the block into a `WriteError` naming `path` (one line)."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        where = err.filename if isinstance(err.filename, str) and err.filename else path
+        raise WriteError(where, err) from None
+
+
 class JSONReadError(ValueError):
     """A JSON file is missing (`missing`), cannot be read, or is not valid JSON; `problem` says which, in one line."""
 
