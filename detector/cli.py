@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 
@@ -73,6 +74,7 @@ def run_cli(args: list[str]) -> int:
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             use_atomic_checkpoint_io(trainer)  # a kill while writing never leaves a broken last.ckpt
+            trainer.callbacks.append(preemption)  # after ModelCheckpoint: the step's own saves come first
             return trainer
 
         def _parse_ckpt_path(self) -> None:
@@ -109,8 +111,16 @@ def run_cli(args: list[str]) -> int:
 
     from .training.datamodule import DetectionDataModule
     from .training.module import NonFiniteLossStop, RetinaNetModule
-    from .training.reliability import check_training_checkpoint, use_atomic_checkpoint_io
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from .training.reliability import (
+        Preempted,
+        PreemptionCheckpoint,
+        check_training_checkpoint,
+        use_atomic_checkpoint_io,
+    )
+
+    preemption = PreemptionCheckpoint()
     with one_line_errors():
         try:
             DetectorCLI(
@@ -120,6 +130,13 @@ def run_cli(args: list[str]) -> int:
         except NonFiniteLossStop as err:
             print(f"error: training stopped: {err}; the last good checkpoint is kept", file=sys.stderr)
             return 3
+        except (Preempted, SIGTERMException):  # a scheduler must not record a preempted run as a success
+            stop = preemption.stopped
+            if stop is None:
+                print("error: training stopped by SIGTERM before a checkpoint could be written", file=sys.stderr)
+                return 128 + signal.SIGTERM
+            print(f"error: {stop}", file=sys.stderr)
+            return 128 + stop.signum
     return 0
 
 
