@@ -7,7 +7,7 @@ import sys
 from contextlib import contextmanager
 
 # Input errors of this project: each names what was wrong (a file, a setting) in one line.
-from .checkpoint import CheckpointError
+from .checkpoint import CONFIG_KEY, CheckpointError
 from .data.errors import DatasetError
 from .evaluation import EvaluationError
 from .export.runtime import MissingExtraError
@@ -89,29 +89,25 @@ def run_cli(args: list[str]) -> int:
             super()._parse_ckpt_path()
 
         def _parse_ckpt_hparams(self, ckpt_path, subcommand: str) -> None:
-            # Lightning's own reading of the checkpoint's hyperparameters, but a checkpoint written
-            # before a model setting was removed still resumes (RetinaNetConfig.from_dict's rule)
+            # Lightning replaces the model settings by the checkpoint's, dropping every --model.* given
+            # with --ckpt_path; here the settings given stay, checked against the checkpoint's
             import torch
 
-            from .model.config import without_removed_keys
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+            hparams = dict(checkpoint.get("hyper_parameters", {}))
+            if isinstance(checkpoint.get(CONFIG_KEY), dict):  # the config the model was built with (classes resolved)
+                hparams["detector"] = checkpoint[CONFIG_KEY]
+            requested = self.config[subcommand].get("model")
+            if requested is not None and hparams:
+                changes = resume_changes(hparams, requested, ckpt_path)
+                if changes:
+                    print(f"resuming {ckpt_path} with {len(changes)} changed settings: " + ", ".join(changes),
+                          file=sys.stderr)
 
-            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-            hparams.pop("_instantiator", None)
-            if isinstance(hparams.get("detector"), dict):
-                hparams["detector"] = without_removed_keys(hparams["detector"])
-            if not hparams:
-                return
-            if "_class_path" in hparams:
-                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-            try:
-                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-            except SystemExit:
-                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
-                raise
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .training.datamodule import DetectionDataModule
     from .training.module import NonFiniteLossStop, RetinaNetModule
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .training.reliability import (
         Preempted,
@@ -138,6 +134,72 @@ def run_cli(args: list[str]) -> int:
             print(f"error: {stop}", file=sys.stderr)
             return 128 + stop.signum
     return 0
+
+
+#: Model settings a resumed run may change (applied by RetinaNetModule.on_train_start or read at
+#: each step); any other difference from the checkpoint (architecture, classes, optimizer type,
+#: frozen layers) is refused: its weights or optimizer state would not fit.
+RESUMABLE_MODEL_KEYS = frozenset({
+    "lr", "lr_reference_batch", "momentum", "weight_decay", "warmup_steps", "warmup_factor", "milestones", "lr_decay",
+    "on_non_finite", "channels_last", "imbalance_every_step",
+    "detector.backbone_weights",  # replaced by the checkpoint's weights anyway
+    "detector.fg_iou", "detector.bg_iou", "detector.allow_low_quality_matches", "detector.cls_loss", "detector.alpha",
+    "detector.gamma", "detector.ohem_neg_pos_ratio", "detector.box_loss", "detector.smooth_l1_beta",
+    "detector.normalizer_momentum", "detector.guided_loss_scaling", "detector.score_thresh",
+    "detector.topk_candidates", "detector.nms_thresh", "detector.detections_per_img", "detector.min_size",
+    "detector.max_size", "detector.implementation",
+})
+
+
+def resume_changes(hparams: dict, requested, ckpt_path) -> list[str]:
+    """The model settings of `requested` (the parsed config's model section) that differ from the
+    checkpoint's `hparams`, as "model.KEY OLD -> NEW"; CheckpointError naming the key and both values
+    for one that cannot change on resume (RESUMABLE_MODEL_KEYS). A num_classes left to the data
+    (None) is not a change: the data's class set is checked when the checkpoint is loaded."""
+    from .model.config import without_removed_keys
+
+    stored = dict(hparams)
+    stored.pop("_instantiator", None)
+    stored.pop("_class_path", None)
+    if isinstance(stored.get("detector"), dict):
+        stored["detector"] = without_removed_keys(stored["detector"])
+    wanted = _plain(requested)
+    changes = []
+    for key, old in _flatten(stored).items():
+        new = _flatten(wanted).get(key, old)
+        if new == old or (key == "detector.num_classes" and new is None):
+            continue
+        if key not in RESUMABLE_MODEL_KEYS:
+            raise CheckpointError(f"{ckpt_path}: cannot resume with model.{key} = {new!r}: the checkpoint was "
+                                  f"trained with {old!r} (its weights or optimizer state would not fit)")
+        changes.append(f"model.{key} {old!r} -> {new!r}")
+    return changes
+
+
+def _plain(value):
+    """Namespaces, dataclasses and tuples of a parsed config as plain dicts and lists."""
+    from dataclasses import asdict, is_dataclass
+
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    elif is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for k, v in _plain(tree).items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
 def add_checkpoint_section(parser) -> None:
