@@ -75,6 +75,10 @@ def run_cli(args: list[str]) -> int:
             trainer = super().instantiate_trainer(**kwargs)
             use_atomic_checkpoint_io(trainer)  # a kill while writing never leaves a broken last.ckpt
             trainer.callbacks.append(preemption)  # after ModelCheckpoint: the step's own saves come first
+            if self.config.get("subcommand") == "fit" and _is_first_process():
+                callback = trainer.checkpoint_callback
+                folder = callback.dirpath if callback is not None and callback.dirpath else trainer.default_root_dir
+                locks.append(lock_run_folder(folder))  # held until this process ends
             return trainer
 
         def _parse_ckpt_path(self) -> None:
@@ -113,10 +117,11 @@ def run_cli(args: list[str]) -> int:
         Preempted,
         PreemptionCheckpoint,
         check_training_checkpoint,
+        lock_run_folder,
         use_atomic_checkpoint_io,
     )
 
-    preemption = PreemptionCheckpoint()
+    preemption, locks = PreemptionCheckpoint(), []
     with one_line_errors():
         try:
             DetectorCLI(
@@ -133,6 +138,9 @@ def run_cli(args: list[str]) -> int:
                 return 128 + signal.SIGTERM
             print(f"error: {stop}", file=sys.stderr)
             return 128 + stop.signum
+        finally:
+            for lock in locks:  # the run folder is free for the next run of this process
+                lock.close()
     return 0
 
 
@@ -200,6 +208,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{k}"] = v
     return flat
+
+
+def _is_first_process() -> bool:
+    """Not one of the processes Lightning launches for ranks > 0 (they share rank 0's run folder)."""
+    import os
+
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def add_checkpoint_section(parser) -> None:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .checkpoint import checkpoint_class_names, load_detector
 from .data.errors import DatasetError
 from .data.images import load_rgb_image
-from .io import write_atomic, writing
+from .io import ensure_writable_folder, write_atomic, writing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DETECTIONS_FILE = "detections.json"
@@ -141,8 +141,7 @@ def predict_paths(checkpoint, source, out_dir, *, min_score: float = 0.3, batch_
     out_dir = Path(out_dir)
     files = list_images(source)
     _refuse_overwriting_inputs(files, out_dir, draw)
-    with writing(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out_dir)
     strict = strict or not Path(source).is_dir()
     out = out_dir / DETECTIONS_FILE
     results, predicted, done = [], 0, False

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..io import write_stream
 from ..model.retinanet import RetinaNet
 from .graph import OUTPUT_NAMES, ExportableDetector
 from .runtime import CLASS_NAMES_KEY, require
@@ -93,7 +94,8 @@ def export_torch(model: RetinaNet, path: str | os.PathLike) -> Path:
     """Write the torch.export program (.pt2); load it with torch.export.load(path).module()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(export_program(model), str(path))
+    program = export_program(model)
+    write_stream(path, lambda stream: torch.export.save(program, stream))  # a failed write: one line, not an abort
     return path
 
 

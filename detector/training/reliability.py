@@ -43,11 +43,16 @@ Preemption (SIGTERM, SIGUSR1)
     step before the validation, which the resumed run validates again. Under SLURM with Lightning's
     auto-requeue (`SLURMEnvironment`), SIGUSR1 is Lightning's: it saves an hpc checkpoint and
     requeues the job, which resumes from it.
+
+One run folder, one run
+    `lock_run_folder` takes an exclusive `flock` on ``<checkpoint folder>/.detector.lock`` for the
+    life of the training process and writes its pid there; a second training into the folder
+    refuses in one line naming that pid. The kernel releases the lock when its process dies, however
+    it dies, so a lock file left by a dead process (stale) is simply taken over.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import warnings
@@ -62,10 +67,10 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from ..io import WriteError, atomic_path, writing
+from ..io import WriteError, atomic_path, write_stream, writing
 
 __all__ = [
-    "AtomicCheckpointIO", "Preempted", "PreemptionCheckpoint", "check_training_checkpoint", "EpochSampler", "ResumableDataLoader", "SampleSeededDataset",
+    "AtomicCheckpointIO", "lock_run_folder", "Preempted", "PreemptionCheckpoint", "check_training_checkpoint", "EpochSampler", "ResumableDataLoader", "SampleSeededDataset",
     "leaf_datasets", "resumable_train_loader", "sample_seed", "use_atomic_checkpoint_io",
 ]
 
@@ -83,31 +88,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with writing(path), atomic_path(path, durable=True) as tmp, open(tmp, "wb") as raw:
-            stream = _ErrorKeepingWriter(raw)
-            try:
-                torch.save(checkpoint, stream)
-            except RuntimeError as err:  # torch's writer reports a failed write as "unexpected pos"
-                raise WriteError(path, stream.error or f"{type(err).__name__}: {str(err)[:120]}") from None
+        with writing(path), atomic_path(path, durable=True) as tmp:
+            write_stream(tmp, lambda stream: torch.save(checkpoint, stream), name=path)
 
 
-class _ErrorKeepingWriter(io.RawIOBase):
-    """A file's writer that keeps the OSError of a failed write (ENOSPC, EFBIG, EROFS ...), which
-    torch.save would replace by its own message that names no cause."""
+LOCK_NAME = ".detector.lock"
 
-    def __init__(self, raw) -> None:
-        super().__init__()
-        self.raw, self.error = raw, None
 
-    def writable(self) -> bool:
-        return True
+def lock_run_folder(folder) -> Any:
+    """Lock `folder` for this process (see the module doc); returns the open lock file, which holds
+    the lock until it is closed or the process ends. `WriteError` when another process holds it."""
+    import fcntl
 
-    def write(self, data) -> int:
-        try:
-            return self.raw.write(data)
-        except OSError as err:
-            self.error = err
-            raise
+    folder = os.fspath(folder)
+    path = os.path.join(folder, LOCK_NAME)
+    with writing(path):
+        os.makedirs(folder, exist_ok=True)
+        handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise WriteError(folder, f"in use by another training (pid {owner}, lock {path}); wait for it to end "
+                                 "or give this run another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class Preempted(Exception):
