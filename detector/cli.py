@@ -99,8 +99,9 @@ def run_cli(args: list[str]) -> int:
 
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
             hparams = dict(checkpoint.get("hyper_parameters", {}))
-            if isinstance(checkpoint.get(CONFIG_KEY), dict):  # the config the model was built with (classes resolved)
-                hparams["detector"] = checkpoint[CONFIG_KEY]
+            built = checkpoint.get(CONFIG_KEY)
+            if isinstance(hparams.get("detector"), dict) and isinstance(built, dict):  # classes left to the data:
+                hparams["detector"] = {**hparams["detector"], "num_classes": built.get("num_classes")}  # resolved
             requested = self.config[subcommand].get("model")
             if requested is not None and hparams:
                 changes = resume_changes(hparams, requested, ckpt_path)
@@ -173,8 +174,12 @@ def resume_changes(hparams: dict, requested, ckpt_path) -> list[str]:
         stored["detector"] = without_removed_keys(stored["detector"])
     wanted = _plain(requested)
     changes = []
+    wanted_flat = _flatten(wanted)
     for key, old in _flatten(stored).items():
-        new = _flatten(wanted).get(key, old)
+        if key not in wanted_flat and not any(k.startswith(f"{key}.") for k in wanted_flat):
+            raise CheckpointError(f"{ckpt_path}: cannot resume: the checkpoint was trained with model.{key} = {old!r}, "
+                                  "a setting this version does not have")
+        new = wanted_flat[key] if key in wanted_flat else old
         if new == old or (key == "detector.num_classes" and new is None):
             continue
         if key not in RESUMABLE_MODEL_KEYS:
