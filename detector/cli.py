@@ -14,8 +14,14 @@ from .export.runtime import MissingExtraError
 from .io import WriteError
 from .model.backbone import BackboneError
 
+
+
+class ConfigError(ValueError):
+    """A training setting out of its range or contradicting another; the message names the key."""
+
+
 USER_ERRORS = (CheckpointError, DatasetError, EvaluationError, BackboneError, FileNotFoundError, MissingExtraError,
-               WriteError)
+               WriteError, ConfigError)
 
 
 # Range-checked argparse types: a bad number is one line from the parser (exit status 2), never a
@@ -71,6 +77,10 @@ def run_cli(args: list[str]) -> int:
         def add_arguments_to_parser(self, parser) -> None:
             add_checkpoint_section(parser)
 
+        def before_instantiate_classes(self) -> None:
+            subcommand = self.config.get("subcommand")
+            check_training_numbers(self.config[subcommand] if subcommand else self.config)
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             use_atomic_checkpoint_io(trainer)  # a kill while writing never leaves a broken last.ckpt
@@ -109,6 +119,7 @@ def run_cli(args: list[str]) -> int:
                     print(f"resuming {ckpt_path} with {len(changes)} changed settings: " + ", ".join(changes),
                           file=sys.stderr)
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from .training.datamodule import DetectionDataModule
@@ -129,6 +140,9 @@ def run_cli(args: list[str]) -> int:
                 RetinaNetModule, DetectionDataModule, args=args, seed_everything_default=0,
                 save_config_kwargs={"overwrite": True}, parser_kwargs={"parser_mode": "yaml"},
             )
+        except MisconfigurationException as err:  # Lightning's check of a setting: its message, one line
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
         except NonFiniteLossStop as err:
             print(f"error: training stopped: {err}; the last good checkpoint is kept", file=sys.stderr)
             return 3
@@ -143,6 +157,48 @@ def run_cli(args: list[str]) -> int:
             for lock in locks:  # the run folder is free for the next run of this process
                 lock.close()
     return 0
+
+
+_AT_LEAST_1, _AT_LEAST_0, _UNIT, _POSITIVE, _NON_NEGATIVE = (
+    ("an integer >= 1", int, lambda v: v >= 1), ("an integer >= 0", int, lambda v: v >= 0),
+    ("a number from 0 to 1", float, lambda v: 0 <= v <= 1), ("a number > 0", float, lambda v: v > 0),
+    ("a number >= 0", float, lambda v: v >= 0))
+#: The count, size, threshold and batch settings of training and their ranges (None passes where
+#: the key's default is None: "from the data", "none").
+TRAINING_NUMBERS = {
+    "data.batch_size": _AT_LEAST_1, "data.val_batch_size": _AT_LEAST_1, "data.num_workers": _AT_LEAST_0,
+    "data.min_size": _AT_LEAST_1, "data.max_size": _AT_LEAST_1, "data.size_divisible": _AT_LEAST_1,
+    "data.max_train_images": _AT_LEAST_1, "data.max_val_images": _AT_LEAST_1, "data.hflip_prob": _UNIT,
+    "data.color_jitter": _NON_NEGATIVE, "data.synthetic_num_train": _AT_LEAST_1, "data.synthetic_num_val": _AT_LEAST_1,
+    "model.lr": _POSITIVE, "model.lr_reference_batch": _AT_LEAST_1, "model.momentum": _UNIT,
+    "model.weight_decay": _NON_NEGATIVE, "model.warmup_steps": _AT_LEAST_0, "model.warmup_factor": _POSITIVE,
+    "model.lr_decay": _POSITIVE,
+    "model.detector.num_classes": _AT_LEAST_1, "model.detector.fpn_channels": _AT_LEAST_1,
+    "model.detector.head_convs": _AT_LEAST_0, "model.detector.score_thresh": _UNIT, "model.detector.nms_thresh": _UNIT,
+    "model.detector.fg_iou": _UNIT, "model.detector.bg_iou": _UNIT, "model.detector.topk_candidates": _AT_LEAST_1,
+    "model.detector.detections_per_img": _AT_LEAST_1, "model.detector.min_size": _AT_LEAST_1,
+    "model.detector.max_size": _AT_LEAST_1, "model.detector.gamma": _NON_NEGATIVE,
+    "checkpoint.every_n_train_steps": _AT_LEAST_0, "trainer.accumulate_grad_batches": _AT_LEAST_1,
+}
+
+
+def check_training_numbers(config) -> None:
+    """`ConfigError` naming the first setting of TRAINING_NUMBERS out of its range (nan included), or a
+    checkpoint.save_top_k that needs a checkpoint.monitor it does not have."""
+    flat = _flatten(config)
+    for key, (what, kind, ok) in TRAINING_NUMBERS.items():
+        value = flat.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)) \
+                or not ok(value):  # nan fails every comparison
+            raise ConfigError(f"--{key} {value!r}: must be {what}")
+    top_k = flat.get("checkpoint.save_top_k")
+    if isinstance(top_k, int) and top_k not in (-1, 0, 1) and flat.get("checkpoint.monitor") is None:
+        raise ConfigError(f"--checkpoint.save_top_k {top_k} needs --checkpoint.monitor (the metric that ranks "
+                          "checkpoints, e.g. val/AP); without one, use 0, 1 or -1")
+    if isinstance(top_k, int) and top_k < -1:
+        raise ConfigError(f"--checkpoint.save_top_k {top_k}: must be -1 (all), 0 or more")
 
 
 #: Model settings a resumed run may change (applied by RetinaNetModule.on_train_start or read at

@@ -71,3 +71,25 @@ def test_resuming_on_a_dataset_with_other_classes_is_one_line(tiny_synthetic, tr
     assert _error_lines(capsys) == [
         f"error: {trained}: trained on 5 classes [circle, square, triangle, cross, ring], the data has 5 classes "
         "[circle, oblong, triangle, cross, ring]: a run resumes on the same classes only"]
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--data.batch_size", "0", "--data.batch_size 0: must be an integer >= 1"),
+    ("--data.batch_size", "-1", "--data.batch_size -1: must be an integer >= 1"),
+    ("--model.lr", "-0.5", "--model.lr -0.5: must be a number > 0"),
+    ("--model.detector.score_thresh", "2", "--model.detector.score_thresh 2.0: must be a number from 0 to 1"),
+    ("--data.num_workers", "-2", "--data.num_workers -2: must be an integer >= 0"),
+])
+def test_training_numbers_are_range_checked_in_one_line(tiny_synthetic, tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fit_args(tiny_synthetic, tmp_path, "--trainer.max_steps", 1, *SHORT, flag, value))
+    assert exit_info.value.code == 2
+    assert _error_lines(capsys) == [f"error: {message}"]
+
+
+def test_save_top_k_without_a_monitor_is_one_line(tiny_synthetic, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(fit_args(tiny_synthetic, tmp_path, "--trainer.max_steps", 1, *SHORT, "--checkpoint.save_top_k", "2"))
+    assert exit_info.value.code == 2
+    assert _error_lines(capsys) == ["error: --checkpoint.save_top_k 2 needs --checkpoint.monitor (the metric that "
+                                    "ranks checkpoints, e.g. val/AP); without one, use 0, 1 or -1"]
