@@ -85,3 +85,12 @@ def test_an_onnx_file_not_exported_here_is_one_line(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert err == [f"error: {foreign}: not a detector exported by scripts/export.py (inputs x [1, 3, 8, 8]; outputs y; "
                    "expected one (N, 3, H, W) input and outputs boxes, scores, labels, num_detections)"]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_evaluate_range_checks_its_batch_size(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("evaluate").main(["--checkpoint", str(tmp_path / "m.ckpt"), "--config", "c.yaml",
+                                      "--batch-size", value])
+    assert exit_info.value.code == 2
+    assert f"argument --batch-size: {value!r} is not an integer >= 1" in capsys.readouterr().err
