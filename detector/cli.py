@@ -207,7 +207,7 @@ def check_training_numbers(config) -> None:
 RESUMABLE_MODEL_KEYS = frozenset({
     "lr", "lr_reference_batch", "momentum", "weight_decay", "warmup_steps", "warmup_factor", "milestones", "lr_decay",
     "on_non_finite", "channels_last", "imbalance_every_step",
-    "detector.backbone_weights",  # replaced by the checkpoint's weights anyway
+    "init_from", "detector.backbone_weights",  # replaced by the checkpoint's weights anyway
     "detector.fg_iou", "detector.bg_iou", "detector.allow_low_quality_matches", "detector.cls_loss", "detector.alpha",
     "detector.gamma", "detector.ohem_neg_pos_ratio", "detector.box_loss", "detector.smooth_l1_beta",
     "detector.normalizer_momentum", "detector.guided_loss_scaling", "detector.score_thresh",

@@ -5,6 +5,8 @@
     detector predict --checkpoint CKPT --input photo.jpg --out preds/
     detector export --checkpoint CKPT --format onnx --out model.onnx
     detector ablate --preset quick --out docs/ablation/quick
+    detector convert --from yolo --to coco --root shapes/data.yaml --split val --out shapes_val.json
+    detector check-data --config configs/synthetic.yaml --out runs/check
 
 Each subcommand runs the same code as scripts/<name>.py with the same arguments (`detector NAME
 --help`). evaluate, predict and ablate live in the scripts of the source tree, which an editable
@@ -33,6 +35,18 @@ def _export(argv: list[str]) -> int:
     return main(argv)
 
 
+def _convert(argv: list[str]) -> int:
+    from .data.convert import main
+
+    return main(argv, prog="detector convert")
+
+
+def _check_data(argv: list[str]) -> int:
+    from .check_data import main
+
+    return main(argv, prog="detector check-data")
+
+
 def _script(name: str) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
         path = SCRIPTS / f"{name}.py"
@@ -54,6 +68,8 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "evaluate": ("COCO box evaluation of a checkpoint or of a results file", _script("evaluate")),
     "predict": ("detect objects in an image or a folder (a checkpoint, or --onnx FILE)", _script("predict")),
     "export": ("write a checkpoint as ONNX or a torch.export program", _export),
+    "convert": ("a dataset split from voc|yolo|csv|coco to coco|yolo", _convert),
+    "check-data": ("what training will see: box statistics, anchor coverage, a suggestion", _check_data),
     "ablate": ("the loss study: train the variants of a preset, write the table and plots", _script("ablate")),
 }
 

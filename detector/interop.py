@@ -58,6 +58,15 @@ def from_torchvision(state_dict: dict, **overrides) -> RetinaNet:
     return model
 
 
+def torchvision_class_names(num_classes: int) -> list[str] | None:
+    """The names of torchvision's COCO labels (label = category id; "__background__", "N/A" fill the
+    gaps), from its weights' metadata (no download); None for another class count."""
+    from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
+
+    names = list(RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
+    return names if len(names) == num_classes else None
+
+
 def load_torchvision_file(path) -> dict:
     """A torchvision state dict from a .pth file (a bare state dict or {"model": state_dict})."""
     state = load_torch_file(path, what="torchvision state dict")

@@ -28,10 +28,9 @@ from tqdm import tqdm
 
 from .checkpoint import checkpoint_class_names, load_detector
 from .data.errors import DatasetError
-from .data.images import load_rgb_image
+from .data.images import IMAGE_SUFFIXES, load_rgb_image
 from .io import ensure_writable_folder, write_atomic, writing
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DETECTIONS_FILE = "detections.json"
 #: an image larger than this many times the model's resized size (per side) is shrunk as uint8 first
 SHRINK_FACTOR = 4

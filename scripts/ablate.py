@@ -7,7 +7,7 @@
     python scripts/ablate.py --preset quick --out docs/ablation/quick --report-only
     python scripts/ablate.py --list
 
-The imbalance lab (configs/ablation/imbalance.yaml; detector/study/lab.py, lab_runner.py): focal
+The imbalance lab (configs/ablation/imbalance.yaml; detector/study/plan.py, runner.py): focal
 loss against plain CE and Sampling-Free CE at several imbalance levels, under SGD and AdamW, one
 lr grid for every loss, the best cells at two seeds. Resumable, and runnable in parts:
 
@@ -25,8 +25,9 @@ Your own data, with any preset's recipe: pass the data module's settings, as for
         --data.dataset voc --data.root /data/MyVOC --data.voc_train_years '["2007"]' --data.voc_val_year 2007 \\
         --data.voc_val_set val --data.classes '[cat, dog]'
 
-Variant names (detector/study/variants.py): ce_no_prior, ce_prior, alpha_ce_a<A>, focal_g<G>[_a<A>],
-ohem_1to<R>, "all"; a departure from the recipe is a labelled row: focal_g2_a0.25+clip10, +lr<V>.
+Variants are data: the preset's study.losses names each loss and its model.detector settings (--list
+shows them; "all" runs every one); a departure from the recipe is a labelled row: focal_g2_a0.25+clip10,
++lr<V>, +seed<S> (detector/study/variants.py).
 A rerun with the same --out skips the finished variants. Output: see detector/study/runner.py.
 """
 
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--gpus", help="comma-separated GPU ids: one process per GPU, each a --shard, then one report")
     add("--force", action="store_true", help="retrain the listed variants even when finished")
     add("--no-report", action="store_true", help="do not write the plots at the end (tables are always written)")
-    add("--report-only", action="store_true", help="train nothing: rewrite the table and plots of --out")
-    add("--list", action="store_true", help="list the variant names of 'all' and the presets, then exit")
+    add("--report-only", action="store_true",
+        help="train nothing: rewrite the table and plots of --out (with --no-report: the tables only)")
+    add("--list", action="store_true", help="list the presets and the variants (study.losses) of --preset, then exit")
     lab = parser.add_argument_group("the imbalance lab (a preset with study.levels)")
     lab.add_argument("--levels", help="comma-separated level names (default: all of the preset's)")
     lab.add_argument("--optimizers", help="comma-separated optimizer names (default: all of the preset's)")
@@ -93,19 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
 
     from detector.cli import one_line_errors
-    from detector.study import ALL_VARIANTS, StudyError, VariantError, build_study, load_results, run_study
-    from detector.study.folder import check_same_settings
-    from detector.study.lab import LabError, build_lab, is_lab_preset
-    from detector.study.lab_report import write_lab_report
-    from detector.study.lab_runner import run_lab
-    from detector.study.presets import PRESET_DIR
-    from detector.study.report import write_report
-    from detector.study.runner import prepare_study
-    from detector.study.shards import launch_shards
+    from detector.study import StudyError, VariantError, build_study, load_results, run_study
+    from detector.study.plan import LabError, build_lab, is_lab_preset
+    from detector.study.presets import PRESET_DIR, preset_path, read_preset
+    from detector.study.report import write_lab_report, write_report, write_tables
+    from detector.study.runner import check_same_settings, launch_shards, prepare_study, run_lab
 
     if args.list:
-        print("variants (all):", ", ".join(ALL_VARIANTS))
         print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+        losses = (read_preset(preset_path(args.preset)).get("study") or {}).get("losses") or {}
+        print(f"variants of {args.preset} (all):", ", ".join(losses))
         return 0
     try:
         with one_line_errors():
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             if args.report_only:
                 check_same_settings(study)  # the header describes the settings: they must be the folder's
-                write_report(out, load_results(out), study)
+                (write_tables if args.no_report else write_report)(out, load_results(out), study)
                 print(f"[study] table: {out / 'results.md'}")
                 return 0
             if args.gpus:
@@ -141,7 +140,7 @@ def _lab(args, argv, overrides, out, build_lab, run_lab, write_lab_report, launc
                     lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides,
                     command=["python", "scripts/ablate.py", *argv])
     if args.report_only:
-        write_lab_report(lab)
+        write_lab_report(lab, plots=not args.no_report)
         print(f"[lab] summary: {out / 'summary.md'}; figure: {out / 'gap_vs_imbalance.png'}")
         return 0
     if args.gpus:

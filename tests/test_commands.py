@@ -15,7 +15,7 @@ from detector.commands import main
 from detector.quiet import LIGHTNING_INFO_LOGGER, silence_third_party_noise
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ["train", "evaluate", "predict", "export", "ablate"]
+SUBCOMMANDS = ["train", "evaluate", "predict", "export", "convert", "check-data", "ablate"]
 NOISE = ("args parameter is intended", "💡 Tip", "LeafSpec")
 
 

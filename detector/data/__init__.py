@@ -6,6 +6,7 @@ Nothing here imports Lightning; the LightningDataModule is detector/training/dat
 from detector.data.annotations import AnnotationTable, coco_from_dict
 from detector.data.coco import COCODetection
 from detector.data.collate import PAD_LABEL, DetectionCollator, collate_detection
+from detector.data.csv_dataset import CSVDetection
 from detector.data.dataset import DetectionDataset
 from detector.data.download import (
     COCO_ARCHIVES,
@@ -28,11 +29,13 @@ from detector.data.synthetic import (
 )
 from detector.data.transforms import DetectionTransform, ResizeShortestEdge, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection, voc_to_coco
+from detector.data.yolo import YOLODetection
 
 __all__ = [
     "AnnotationTable",
     "COCO_ARCHIVES",
     "COCODetection",
+    "CSVDetection",
     "DatasetError",
     "DatasetWarning",
     "DetectionCollator",
@@ -48,6 +51,7 @@ __all__ = [
     "VOC_ARCHIVES",
     "VOC_CLASSES",
     "VOCDetection",
+    "YOLODetection",
     "build_transforms",
     "coco_from_dict",
     "collate_detection",

@@ -83,6 +83,10 @@ def load_rgb_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+#: Suffixes of the image files that folders are searched for (predict, YOLO datasets).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of the image as displayed (EXIF orientation applied), from its header only.
 

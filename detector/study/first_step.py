@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .anchor_stats import neg_terms_per_pos
 from .records import read_rows
-from .variants import Variant, parse_variant
+from .variants import Variant
 
 
 def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
@@ -31,15 +31,16 @@ def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
 
 def has_fixed_prior(variant: Variant) -> bool:
     """CE or focal loss with a set prior: the losses `loss_at_prior` describes."""
-    return (variant.cls_loss in ("ce", "focal") and variant.prior_prob is not None
-            and not (variant.prior_from_data or variant.guided))
+    d = variant.detector
+    return d["cls_loss"] in ("ce", "focal") and d["prior_prob"] not in (None, "data") and not d.get("guided_loss_scaling")
 
 
 def closed_form(variant: Variant, neg_terms: float | None) -> tuple[float, float] | None:
     """`loss_at_prior` for a variant with a fixed prior (CE or focal loss); None for the others."""
     if not has_fixed_prior(variant) or neg_terms is None:
         return None
-    return loss_at_prior(neg_terms, variant.prior_prob, variant.gamma, variant.alpha)
+    d = variant.detector
+    return loss_at_prior(neg_terms, d["prior_prob"], d["gamma"], d["alpha"])
 
 
 def first_row(train_csv: Path) -> dict[str, float] | None:
@@ -62,7 +63,7 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
         stats = lab.level_stats(level) or {}
         ratio, k = stats.get("negative_terms_per_positive_term"), stats.get("num_classes")
         for loss in lab.losses:
-            v = parse_variant(loss)
+            v = lab.variant(loss)
             measured = None
             for optimizer in lab.optimizers:
                 recipe_runs = sorted((r for r in runs if r["level"] == level.name and r["optimizer"] == optimizer.name

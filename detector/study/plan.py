@@ -7,7 +7,31 @@ schedule, the recorder, the resume checkpoint, the output paths), then the varia
 settings; detector.study.runner writes it to OUT/runs/<variant>/config.yaml and trains it.
 
 `Study.fingerprint` hashes what must be equal for two results to share a table: every result.json
-carries it, and an output folder holds results of one fingerprint only (detector.study.folder).
+carries it, and an output folder holds results of one fingerprint only (detector.study.runner).
+
+The imbalance lab: how AP(focal) - AP(CE) changes with the foreground/background imbalance,
+under SGD and under AdamW, when every loss gets the same learning-rate grid.
+
+A lab preset (configs/ablation/imbalance.yaml) is a loss-study preset whose `study:` section
+names, instead of one data set, several imbalance *levels* (synthetic data that differ only in
+how many objects an image holds), several *optimizers* (each with one learning-rate grid, the
+same for every loss, and its recipe's lr) and the *losses* to compare. Every (level, optimizer)
+pair is an ordinary loss study (detector.study.plan.Study) in its own folder, whose variants
+are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>` (the best lr
+of each loss on the grid, at the other seeds). Nothing else changes between the rows of a level.
+
+How the lab runs (stages, levels measured, shards): detector.study.runner.
+
+Output folder OUT:
+
+    results.csv                one row per finished run (RUN_COLUMNS)
+    summary.md                 the levels' measured imbalance, the best-of-grid cells at every seed,
+                               the recipe-lr rows beside them, the gaps (detector.study.report)
+    gap_vs_imbalance.png       AP(focal) - AP(CE) and AP(Sampling-Free) - AP(CE) against the ratio
+    ap_over_steps_best.png     validation AP over the steps of each best-of-grid cell
+    levels/<level>.json        the level's anchor statistics (detector.study.anchor_stats)
+    <level>_<optimizer>/       one loss study: runs/<variant>/..., results.csv/md, and the Figure-4
+                               loss CDF and background-score plots of its best cells
 """
 
 from __future__ import annotations
@@ -21,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .overrides import parse_overrides, set_key
-from .presets import StudyError, load_preset, preset_path
-from .variants import Variant, parse_variants
+from .presets import StudyError, load_preset, parse_overrides, preset_path, read_preset, set_key
+from .variants import Variant, VariantError, parse_variant, parse_variants
+
 
 #: Settings that joined the study after results were made: in the fingerprint only when set.
 OPTIONAL_SHARED = ("foreground_prior", "low_score_thresh")
@@ -99,7 +123,7 @@ class Study:
             model["lr"] = variant.lr
         if variant.seed is not None:
             config["seed_everything"] = variant.seed
-        detector = variant.detector_settings()
+        detector = dict(variant.detector)
         if variant.prior_from_data:
             prior = self.settings.get("foreground_prior")
             if not prior:
@@ -128,11 +152,188 @@ def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: 
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
         set_key(config, key, value)
-    chosen = parse_variants(variants if variants is not None else settings["variants"])
+    chosen = parse_variants(variants if variants is not None else settings["variants"], settings["losses"])
     settings["variants"] = [v.name for v in chosen]
     study = Study(preset=path, config=config, settings=settings, out=Path(out), overrides=pairs,
                   command=list(command or []))
     return study, chosen
 
 
-__all__ = ["OPTIONAL_SHARED", "Study", "build_study"]
+#: A lab preset's study keys and their defaults (levels, optimizers and losses: the preset's own).
+LAB_DEFAULTS: dict[str, Any] = {
+    "levels": None, "optimizers": None, "losses": None, "seeds": [0, 1], "synthetic": {}, "evals": 4,
+    "milestone_fractions": [0.667, 0.889], "stats_images": 64, "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
+    "save_models": False, "low_score_thresh": 0.001,
+}  # fmt: skip
+
+
+class LabError(StudyError):
+    """A lab preset or command line that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One imbalance level: synthetic data knobs (over the lab's common ones) and its step budget.
+
+    `lrs`: (optimizer name, grid) pairs that replace an optimizer's grid at this level only (still
+    the same grid for every loss), for a level whose best lrs sit at an end of the common grid.
+    """
+
+    name: str
+    synthetic: dict
+    max_steps: int
+    root: str
+    lrs: tuple[tuple[str, tuple[float, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer: the `model:` keys it sets, its lr grid (at the reference batch) and its recipe lr."""
+
+    name: str
+    model: dict
+    lrs: tuple[float, ...]
+    recipe_lr: float
+
+
+@dataclass
+class Lab:
+    preset: Path
+    config: dict  # the training sections shared by every run
+    settings: dict  # the study section
+    out: Path
+    levels: list[Level]
+    optimizers: list[Optimizer]
+    losses: list[str]
+    seeds: list[int]
+    overrides: list[tuple[str, Any]] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+    def cell_dir(self, level: Level, optimizer: Optimizer) -> Path:
+        return self.out / f"{level.name}_{optimizer.name}"
+
+    def level_stats(self, level: Level) -> dict | None:
+        path = self.out / "levels" / f"{level.name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def level_config(self, level: Level) -> dict:
+        config = copy.deepcopy(self.config)
+        config["data"]["root"] = level.root
+        return config
+
+    def cell_study(self, level: Level, optimizer: Optimizer) -> Study:
+        """The loss study of one (level, optimizer): the level's data and steps, the optimizer's recipe."""
+        config = self.level_config(level)
+        config["model"].update(copy.deepcopy(optimizer.model))
+        config["model"]["lr"] = optimizer.recipe_lr
+        stats = self.level_stats(level)
+        settings = {
+            "variants": [], "max_steps": level.max_steps, "evals": self.settings["evals"],
+            "milestone_fractions": self.settings["milestone_fractions"], "stats_images": self.settings["stats_images"],
+            "gammas": self.settings["gammas"], "save_models": self.settings["save_models"],
+            "synthetic": self.synthetic(level), "low_score_thresh": self.settings.get("low_score_thresh"),
+            "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None,
+        }  # fmt: skip
+        return Study(preset=self.preset, config=config, settings=settings, out=self.cell_dir(level, optimizer),
+                     overrides=self.overrides, command=self.command)
+
+    def synthetic(self, level: Level) -> dict:
+        return {**self.settings["synthetic"], **level.synthetic}
+
+    def grid(self, level: Level, optimizer: Optimizer) -> tuple[float, ...]:
+        """The lr grid of one (level, optimizer): the level's own if it names one, else the optimizer's."""
+        return dict(level.lrs).get(optimizer.name, optimizer.lrs)
+
+    def grids(self) -> dict[tuple[str, str], tuple[float, ...]]:
+        """{(level, optimizer): lr grid} of every level and optimizer of the lab."""
+        return {(lv.name, o.name): self.grid(lv, o) for lv in self.levels for o in self.optimizers}
+
+    def variant(self, name: str) -> Variant:
+        """A run of the lab by its name (`focal_g2_a0.25+lr0.002+seed1`), its loss from the preset's study.losses."""
+        return parse_variant(name, self.settings["losses"])
+
+    def grid_variants(self, level: Level, optimizer: Optimizer) -> list[Variant]:
+        """Every (loss, lr) of the grid at the preset's seed, losses first, in the preset's order."""
+        return [self.variant(f"{loss}+lr{lr!r}") for loss in self.losses for lr in self.grid(level, optimizer)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The preset.
+
+
+def is_lab_preset(preset: str | os.PathLike) -> bool:
+    """Whether a preset describes an imbalance lab (its study section has levels)."""
+    path = preset_path(preset)
+    try:
+        data = read_preset(path)
+    except StudyError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("study"), dict) and "levels" in data["study"]
+
+
+def _pick(items: list, names: str | None, what: str) -> list:
+    if not names:
+        return items
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {i.name: i for i in items}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise LabError(f"unknown {what} {', '.join(unknown)} (the preset has {', '.join(known)})")
+    return [known[n] for n in wanted]
+
+
+def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str | None = None,
+              optimizers: str | None = None, losses: str | None = None, lrs: str | None = None,
+              seeds: str | None = None, max_steps: int | None = None, evals: int | None = None,
+              overrides: list[str] | None = None, command: list[str] | None = None) -> Lab:
+    """The lab a preset and the command line describe (a selection of its levels, optimizers, ...).
+
+    `lrs` replaces every grid (the optimizers' and the levels' own), `max_steps` every level's
+    steps: for smoke tests and pilots; a folder holds one set of settings, so such a run needs its
+    own --out.
+    """
+    path = preset_path(preset)
+    config, settings = load_preset(path, LAB_DEFAULTS, required=("levels", "optimizers", "losses"))
+    pairs = parse_overrides(list(overrides or []))
+    for key, value in pairs:
+        set_key(config, key, value)
+    if evals is not None:
+        settings["evals"] = evals
+    all_levels = [
+        Level(name=str(lv["name"]), synthetic=dict(lv.get("synthetic") or {}),
+              max_steps=int(max_steps or lv["max_steps"]),
+              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"),
+              lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))
+        for lv in settings["levels"]
+    ]  # fmt: skip
+    all_optimizers = []
+    for name, spec in settings["optimizers"].items():
+        spec = dict(spec)
+        grid = [float(x) for x in (lrs.split(",") if lrs else spec.pop("lrs"))]
+        spec.pop("lrs", None)
+        recipe = float(spec.pop("recipe_lr"))
+        all_optimizers.append(Optimizer(name=name, model=spec, lrs=tuple(grid), recipe_lr=recipe))
+    try:
+        chosen_losses = [parse_variant(n, settings["losses"]).name
+                         for n in (losses.split(",") if losses else settings["losses"])]
+    except VariantError as err:
+        raise LabError(str(err)) from None
+    chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else [int(s) for s in settings["seeds"]]
+    if config.get("seed_everything") is not None and chosen_seeds[0] != int(config["seed_everything"]):
+        raise LabError(f"the first seed is the grid's: it must be the preset's seed_everything "
+                       f"({config['seed_everything']}), got {chosen_seeds[0]}")
+    lab = Lab(preset=path, config=config, settings=settings, out=Path(out), levels=_pick(all_levels, levels, "level"),
+              optimizers=_pick(all_optimizers, optimizers, "optimizer"), losses=chosen_losses, seeds=chosen_seeds,
+              overrides=pairs, command=list(command or []))  # fmt: skip
+    for opt in lab.optimizers:
+        if len(opt.lrs) < 1:
+            raise LabError(f"optimizer {opt.name}: an empty lr grid")
+    known = {o.name for o in all_optimizers}
+    for level in all_levels:
+        for name, grid in level.lrs:
+            if name not in known:
+                raise LabError(f"level {level.name}: an lr grid for unknown optimizer {name} "
+                               f"(known: {', '.join(sorted(known))})")
+            if not grid:
+                raise LabError(f"level {level.name}: an empty lr grid for {name}")
+    return lab

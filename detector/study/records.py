@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,40 @@ def last_validation(run_dir: Path) -> dict[str, Any]:
         "step": int(rows[-1]["step"])}
 
 
+def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished variant's result.json in an output folder."""
+    results = []
+    for path in sorted(Path(out).glob("runs/*/result.json")):
+        try:
+            results.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            continue  # being written by another shard: atomic replace makes this rare
+    return results
+
+
+def recorded_commands(path: Path) -> list[str]:
+    """The "commands" list of a JSON record file (study.json, lab.json); [] when it has none."""
+    try:
+        return list(json.loads(Path(path).read_text(encoding="utf-8")).get("commands", []))
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, Any]:
+    """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files differ
+    from it}; both None outside a git checkout (an installed wheel) or without git."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     """{variant: its runs/<variant>/stats.json} for the results that have one."""
     stats = {}
@@ -79,5 +114,5 @@ def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     return stats
 
 
-__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "final_losses", "last_validation", "load_stats", "read_columns",
+__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "code_version", "final_losses", "last_validation", "load_results", "load_stats", "recorded_commands", "read_columns",
            "read_rows", "write_atomic", "write_csv"]

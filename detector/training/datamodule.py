@@ -7,6 +7,10 @@ Plain keyword arguments, so that LightningCLI YAML sets each of them under `data
 - "voc": root holds VOCdevkit/VOC2007, VOC2012 (or is the VOCdevkit folder); training
   concatenates `voc_train_set` of every year in `voc_train_years`, validation is
   `voc_val_set` of `voc_val_year`.
+- "yolo": root is an Ultralytics data YAML (or a folder holding data.yaml); its train and val
+  splits (detector/data/yolo.py).
+- "csv": keras-retinanet CSV files: root holds train.csv, val.csv (train_ann, val_ann) and
+  classes.csv (class_file) (detector/data/csv_dataset.py).
 
 `prepare_data` only downloads (download=True, coco and voc) or generates the synthetic set when
 it is missing; `setup` builds the datasets (idempotent, cheap to call again on each process) and
@@ -31,6 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from detector.data.coco import COCODetection, load_json, parse_categories
 from detector.data.collate import DetectionCollator
+from detector.data.csv_dataset import CSVDetection, read_csv_classes
 from detector.data.dataset import DetectionDataset
 from detector.data.download import VOC_ARCHIVES, download_coco, download_voc
 from detector.data.errors import DatasetError
@@ -38,20 +43,22 @@ from detector.data.scan import ON_BAD_IMAGE, ScanReport, apply_scan, scan_datase
 from detector.data.synthetic import SYNTHETIC_CLASSES, make_synthetic, synthetic_exists
 from detector.data.transforms import DetectionTransform, build_transforms
 from detector.data.voc import VOC_CLASSES, VOCDetection
+from detector.data.yolo import YOLODetection, data_yaml_path, read_data_yaml, yolo_class_names
 from detector.io import write_atomic
 from detector.training.reliability import leaf_datasets, resumable_train_loader
 
-DATASETS = ("synthetic", "coco", "voc")
+DATASETS = ("synthetic", "coco", "voc", "yolo", "csv")
 
 
 class DetectionDataModule(LightningDataModule):
     """Datasets, transforms and loaders for training and validation.
 
     Args:
-        dataset: "synthetic", "coco" or "voc".
+        dataset: "synthetic", "coco", "voc", "yolo" or "csv".
         root: the dataset folder (see the module doc).
-        train_ann, val_ann: COCO-format annotation files (coco, synthetic), relative to root
+        train_ann, val_ann: annotation files (coco, synthetic: COCO JSON; csv: CSV), relative to root
             unless absolute; defaults in the module doc.
+        class_file: csv: the `class_name,id` file, relative to root unless absolute.
         train_images, val_images: image folders the annotations' file_name values are relative
             to, relative to root unless absolute (synthetic: images; coco: train2017, val2017).
         voc_train_years, voc_train_set: training image sets, one per year, concatenated.
@@ -110,6 +117,7 @@ class DetectionDataModule(LightningDataModule):
         synthetic_num_val: int = 300,
         synthetic_seed: int = 0,
         on_bad_image: str = "skip",
+        class_file: str = "classes.csv",
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -245,6 +253,13 @@ class DetectionDataModule(LightningDataModule):
         train = split == "train"
         max_images = hp.max_train_images if train else hp.max_val_images
         drop_empty = hp.drop_empty and train
+        if self.dataset == "yolo":
+            return YOLODetection(self.root, split, transforms=transforms, drop_empty=drop_empty,
+                                 max_images=max_images, seed=hp.seed)
+        if self.dataset == "csv":
+            ann = self._path(hp.train_ann if train else hp.val_ann, f"{split}.csv")
+            return CSVDetection(ann, self._path(hp.class_file, ""), transforms=transforms, drop_empty=drop_empty,
+                                max_images=max_images, seed=hp.seed)
         if self.dataset in ("synthetic", "coco"):
             ann_file, image_root = self._coco_files(split)
             return COCODetection(
@@ -270,8 +285,10 @@ class DetectionDataModule(LightningDataModule):
                 return _label_space_of(built)
         if self._label_space is None:
             hp = self.hparams
-            if self.dataset == "voc":
-                names = list(hp.subset_classes or hp.classes or VOC_CLASSES)
+            if self.dataset in ("voc", "yolo", "csv"):
+                names = (yolo_class_names(read_data_yaml(self.root), data_yaml_path(self.root))
+                         if self.dataset == "yolo" else read_csv_classes(self._path(hp.class_file, ""))
+                         if self.dataset == "csv" else list(hp.subset_classes or hp.classes or VOC_CLASSES))
                 self._label_space = (names, list(range(1, len(names) + 1)))
             else:
                 ann_file = self._coco_files("val")[0]

@@ -12,15 +12,18 @@ callback that reads every step's metrics sets), and val/AP ... val/ARl after eac
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import lightning as L
 import torch
 import torch.distributed as dist
 
+from ..check_data import warn_low_coverage
 from ..checkpoint import CONFIG_KEY
 from ..evaluation import COCO_METRIC_NAMES, CocoDetectionAccumulator, is_no_gt
 from ..model import NonFiniteLossError, RetinaNetConfig, build_retinanet
+from .finetune import init_from_checkpoint, parameter_groups
 
 OPTIMIZERS = ("sgd", "adamw")
 LOSS_PARTS = ("loss_cls", "loss_box")
@@ -48,19 +51,25 @@ class RetinaNetModule(L.LightningModule):
             "skip" drops that batch and goes on.
         imbalance_every_step: compute and log the imbalance statistics on every step, not only on
             the steps the logger writes (they cost host synchronisations).
+        init_from: a detector checkpoint to start from (fine-tuning: matching weights, the class
+            rows of matching names; optimizer and step fresh), see training/finetune.py.
+        backbone_lr_mult: the ResNet's learning rate as a multiple of lr (FPN and heads: lr).
     """
 
     def __init__(
         self, detector: RetinaNetConfig, *, optimizer: str = "sgd", lr: float = 0.01, lr_reference_batch: int = 16,
         momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 500, warmup_factor: float = 0.001,
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
-        channels_last: bool = True, imbalance_every_step: bool = False,
+        channels_last: bool = True, imbalance_every_step: bool = False, init_from: str | None = None,
+        backbone_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
         if on_non_finite not in ("stop", "skip"):
             raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
+        if init_from:
+            detector.backbone_weights = None  # init_from's weights replace them: nothing to download
         self.detector_config = detector
         self.optimizer_name = optimizer
         self.lr = lr
@@ -74,24 +83,32 @@ class RetinaNetModule(L.LightningModule):
         self.on_non_finite = on_non_finite
         self.channels_last = channels_last
         self.imbalance_every_step = imbalance_every_step
+        self.init_from, self.backbone_lr_mult, self._initialised_from = init_from, backbone_lr_mult, False
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                    "warmup_factor": warmup_factor, "milestones": list(self.milestones),
                                    "lr_decay": lr_decay, "on_non_finite": on_non_finite,
-                                   "channels_last": channels_last, "imbalance_every_step": imbalance_every_step})
+                                   "channels_last": channels_last, "imbalance_every_step": imbalance_every_step,
+                                   "init_from": init_from, "backbone_lr_mult": backbone_lr_mult})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
 
     # ------------------------------------------------------------------ model and data
     def configure_model(self) -> None:
-        """Builds the model once the data's class count is known (when the config leaves it out)."""
-        if self.model is not None:
-            return
+        """Builds the model once the data's class count is known (when the config leaves it out);
+        then `init_from`'s weights, unless a resume (ckpt_path) restores its own."""
         datamodule = self.trainer.datamodule
-        self.detector_config.num_classes = datamodule.num_classes
-        self.model = self._build(self.detector_config)
+        if self.model is None:
+            self.detector_config.num_classes = datamodule.num_classes
+            self.model = self._build(self.detector_config)
+        if self.init_from and not self._initialised_from and self.trainer.ckpt_path is None:
+            names = datamodule.class_names if datamodule is not None else None
+            line = init_from_checkpoint(self.model, self.init_from, names).line()
+            self._initialised_from = True
+            if self.trainer.is_global_zero:
+                print(line, file=sys.stderr)
 
     def _build(self, config: RetinaNetConfig):
         model = build_retinanet(config)
@@ -99,6 +116,14 @@ class RetinaNetModule(L.LightningModule):
 
     def forward(self, images):
         return self.model(self.model.normalize(images))
+
+    def on_fit_start(self) -> None:
+        """One line when the anchors reach too few training boxes (detector/check_data.py)."""
+        datamodule = self.trainer.datamodule
+        if self.trainer.is_global_zero and getattr(datamodule, "train_dataset", None) is not None:
+            line = warn_low_coverage(datamodule, self.detector_config)
+            if line:
+                print(line, file=sys.stderr)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
@@ -167,12 +192,8 @@ class RetinaNetModule(L.LightningModule):
         return self.lr * global_batch / self.lr_reference_batch
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)  # no decay on biases and norms
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         lr = self.effective_lr()
+        groups = parameter_groups(self.model, lr, self.weight_decay, self.backbone_lr_mult)
         if self.optimizer_name == "sgd":
             opt = torch.optim.SGD(groups, lr=lr, momentum=self.momentum)
         else:
@@ -194,12 +215,14 @@ class RetinaNetModule(L.LightningModule):
         if not self.trainer.optimizers or not self.trainer.lr_scheduler_configs:
             return
         opt, sched = self.trainer.optimizers[0], self.trainer.lr_scheduler_configs[0].scheduler
-        lr = self.effective_lr()
-        sched.base_lrs = [lr] * len(opt.param_groups)
-        for i, (group, factor) in enumerate(zip(opt.param_groups, sched.lr_lambdas)):
-            group["initial_lr"] = lr
-            group["lr"] = lr * factor(sched.last_epoch)  # LambdaLR's own rule
-            group["weight_decay"] = self.weight_decay if i == 0 else 0.0
+        wanted = parameter_groups(self.model, self.effective_lr(), self.weight_decay, self.backbone_lr_mult)
+        if len(wanted) != len(opt.param_groups):  # another grouping: the restored state could not have loaded
+            return
+        sched.base_lrs = [w["lr"] for w in wanted]
+        for group, want, factor in zip(opt.param_groups, wanted, sched.lr_lambdas):
+            group["initial_lr"] = want["lr"]
+            group["lr"] = want["lr"] * factor(sched.last_epoch)  # LambdaLR's own rule
+            group["weight_decay"] = want["weight_decay"]
             if "betas" in group:
                 group["betas"] = (self.momentum, group["betas"][1])
             elif "momentum" in group:

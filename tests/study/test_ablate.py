@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from detector.study import StudyError, build_study, run_study
-from detector.study.folder import write_study_json
+from detector.study.runner import write_study_json
 from detector.study.plots import PLOTS
 from detector.study.report import RESULT_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate

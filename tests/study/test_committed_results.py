@@ -1,6 +1,8 @@
 """The committed study results under docs/ablation/ stay valid: the code, given the command each
 folder recorded, rebuilds the settings' fingerprint stored in every result.json, and, for the
-imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte.
+imbalance lab (whose runs a rerun resumes), each run's config.yaml byte for byte, and each lab
+folder's results.csv and summary.md, and each loss study's results.csv and results.md, from its per-run
+records (runs/*/result.json, stats.json, train.csv, val.csv).
 
 A fingerprint that moved would make a rerun refuse the folder; a config.yaml that changed by one
 byte would make the resume of an interrupted run start it again from step 0.
@@ -16,14 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from detector.study.lab import build_lab
+from detector.study.plan import build_lab
+from detector.study.records import load_results, load_stats
+from detector.study.report import lab_runs, results_csv, results_markdown, runs_csv, summary_markdown
 from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
-from detector.study.variants import parse_variant
 from tests.data.fixtures import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/study.json"))
+LABS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/lab.json"))
 LAB_RUNS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/*/runs/*/result.json"))
 
 
@@ -34,12 +38,17 @@ def _args(record: Path) -> tuple:
     return load_script("ablate").build_parser().parse_known_args(command[2:])
 
 
+def _study(folder: Path):
+    """The loss study the last command a folder's study.json recorded describes."""
+    args, overrides = _args(folder / "study.json")
+    return build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
+                       image_size=args.image_size, overrides=overrides)[0]
+
+
 @pytest.mark.parametrize("folder", STUDIES, ids=str)
 def test_a_committed_study_keeps_its_fingerprint(folder, monkeypatch):
     monkeypatch.chdir(REPO)
-    args, overrides = _args(folder / "study.json")
-    study, _ = build_study(args.preset, args.out, variants=args.variants, max_steps=args.max_steps, evals=args.evals,
-                           image_size=args.image_size, overrides=overrides)
+    study = _study(folder)
     results = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("runs/*/result.json"))]
     assert results and {r["fingerprint"] for r in results} == {study.fingerprint}
 
@@ -59,9 +68,36 @@ def test_a_committed_lab_run_keeps_its_fingerprint_and_config_file(run, monkeypa
     committed = (run / "config.yaml").read_text(encoding="utf-8")
     preset = re.search(r"\(preset (.+)\)\.$", committed.splitlines()[0]).group(1)
     study = dataclasses.replace(study, preset=Path(preset))
-    assert variant_config_text(study, parse_variant(run.name)) == committed
+    assert variant_config_text(study, lab.variant(run.name)) == committed
+
+
+def _lab(folder: Path):
+    args, overrides = _args(folder / "lab.json")
+    return build_lab(args.preset, args.out, levels=args.levels, optimizers=args.optimizers, losses=args.variants,
+                     lrs=args.lrs, seeds=args.seeds, max_steps=args.max_steps, evals=args.evals, overrides=overrides)
+
+
+def _rebuilt_tables(folder: Path) -> tuple[list, dict[str, str]]:
+    """(the folder's run rows, {table file: its text rebuilt from them}): a lab's or a loss study's."""
+    if (folder / "lab.json").is_file():
+        lab = _lab(folder)
+        rows = lab_runs(lab)
+        return rows, {"results.csv": runs_csv(rows), "summary.md": summary_markdown(lab, rows)}
+    results = load_results(folder)
+    markdown = results_markdown(results, _study(folder), load_stats(folder, results))
+    return results, {"results.csv": results_csv(results), "results.md": markdown}
+
+
+@pytest.mark.parametrize("folder", [*STUDIES, *LABS], ids=str)
+def test_a_committed_table_rebuilds_unchanged_from_its_run_records(folder, monkeypatch):
+    monkeypatch.chdir(REPO)
+    rows, tables = _rebuilt_tables(folder)
+    assert rows
+    for name, text in tables.items():
+        assert text == (folder / name).read_text(encoding="utf-8"), f"{folder / name} does not rebuild"
 
 
 def test_the_reference_run_is_among_the_pinned_ones():
     assert Path("docs/ablation/imbalance/dense_adamw/runs/ce_prior+lr0.002") in LAB_RUNS
     assert Path("docs/ablation/quick") in STUDIES
+    assert Path("docs/ablation/imbalance") in LABS

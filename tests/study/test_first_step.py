@@ -10,7 +10,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from detector.study.anchor_stats import neg_terms_per_pos
 from detector.study.first_step import closed_form, first_row, loss_at_prior
-from detector.study.variants import parse_variant
+from detector.study.plan import build_lab
 
 
 @pytest.mark.parametrize("gamma, alpha", [(0.0, None), (2.0, 0.25), (1.0, 0.5)])
@@ -40,7 +40,8 @@ def test_negative_terms_count_every_class_of_a_negative_anchor_and_the_others_of
 
 
 def test_closed_form_only_for_a_fixed_prior():
-    assert closed_form(parse_variant("ce_prior"), 100.0) == loss_at_prior(100.0, 0.01)
-    assert closed_form(parse_variant("focal_g2_a0.25"), 100.0) == loss_at_prior(100.0, 0.01, 2.0, 0.25)
-    assert closed_form(parse_variant("sampling_free"), 100.0) is None  # prior from the data, loss rescaled
-    assert closed_form(parse_variant("ce_prior"), None) is None
+    lab = build_lab("imbalance", "/tmp/unused")
+    assert closed_form(lab.variant("ce_prior"), 100.0) == loss_at_prior(100.0, 0.01)
+    assert closed_form(lab.variant("focal_g2_a0.25"), 100.0) == loss_at_prior(100.0, 0.01, 2.0, 0.25)
+    assert closed_form(lab.variant("sampling_free"), 100.0) is None  # prior from the data, loss rescaled
+    assert closed_form(lab.variant("ce_prior"), None) is None

@@ -18,15 +18,17 @@ from torchvision.ops import box_iou
 from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.retinanet import guided_loss_scaling
 from detector.study.first_step import loss_at_prior
-from detector.study.lab import LabError, build_lab
-from detector.study.lab_cells import best_cells, gap
-from detector.study.lab_runner import planned_runs
-from detector.study.lab_report import RUN_COLUMNS
+from detector.study.plan import LabError, build_lab
+from detector.study.cells import best_cells, best_of_grid, gap
+from detector.study.runner import best_lrs, planned_runs, seed_variants
+from detector.study.report import RUN_COLUMNS, lab_runs, summary_markdown
 from tests.study.conftest import PNG_MAGIC, run_ablate
 from detector.study.plan import Study
 from detector.study.presets import PRESET_DIR, StudyError
-from detector.study.records import read_rows
+from detector.study.records import code_version, read_rows
 from detector.study.variants import parse_variant
+
+LOSSES = build_lab("imbalance", "/tmp/unused").settings["losses"]
 from tests.conftest import write_tiny_synthetic
 
 
@@ -73,11 +75,11 @@ def test_a_guided_model_scales_its_classification_loss_to_the_box_loss():
 
 
 def test_sampling_free_and_seed_variants():
-    v = parse_variant("sampling_free+lr0.002+seed1")
-    assert (v.name, v.cls_loss, v.guided, v.prior_from_data, v.lr, v.seed) == (
-        "sampling_free+lr0.002+seed1", "ce", True, True, 0.002, 1)
-    assert v.detector_settings()["guided_loss_scaling"] is True and v.row()["loss"] == "sampling_free"
-    assert parse_variant("ce_prior+seed3").seed == 3 and parse_variant("ce_prior").seed is None
+    v = parse_variant("sampling_free+lr0.002+seed1", LOSSES)
+    assert (v.name, v.detector["cls_loss"], v.prior_from_data, v.lr, v.seed) == (
+        "sampling_free+lr0.002+seed1", "ce", True, 0.002, 1)
+    assert v.detector["guided_loss_scaling"] is True and v.row()["loss"] == "sampling_free"
+    assert parse_variant("ce_prior+seed3", LOSSES).seed == 3 and parse_variant("ce_prior", LOSSES).seed is None
 
     config = yaml.safe_load((PRESET_DIR / "quick.yaml").read_text())
     config.pop("study")
@@ -88,7 +90,7 @@ def test_sampling_free_and_seed_variants():
     resolved = study.variant_config(v)
     assert resolved["model"]["detector"]["prior_prob"] == 2.5e-4 and resolved["model"]["lr"] == 0.002
     assert resolved["seed_everything"] == 1 and resolved["model"]["detector"]["guided_loss_scaling"] is True
-    assert study.variant_config(parse_variant("ce_prior"))["model"]["detector"]["prior_prob"] == 0.01
+    assert study.variant_config(parse_variant("ce_prior", LOSSES))["model"]["detector"]["prior_prob"] == 0.01
     with pytest.raises(StudyError, match="foreground_prior"):
         Study(preset=Path("x.yaml"), config=config, settings=settings, out=Path("/tmp/out")).variant_config(v)
 
@@ -178,6 +180,53 @@ def test_best_of_grid_and_the_tie_rule_by_hand():
     assert best_cells(outside)[("dense", "adamw", "ce_prior")]["lr"] == 0.0003  # no grid given: every lr seen
 
 
+def test_best_of_grid_on_a_grid_with_a_diverged_run():
+    finished = lambda ap: {"AP": ap, "diverged": False}  # noqa: E731
+    diverged = {"AP": None, "diverged": True}
+    # a diverged run scores 0 but loses the tie to a finished 0.000 run, even at a smaller lr
+    assert best_of_grid({0.001: diverged, 0.003: finished(0.0), 0.01: finished(0.0)}) == 0.003
+    assert best_of_grid({0.001: finished(0.0), 0.003: diverged}) == 0.001
+    assert best_of_grid({0.001: diverged, 0.003: finished(0.01), 0.01: finished(0.02)}) == 0.01
+    assert best_of_grid({0.001: finished(0.0), 0.003: {"AP": None, "diverged": False}}) == 0.001  # no AP: below 0
+
+
+def test_the_seeds_stage_trains_the_lr_the_report_calls_best(tmp_path):
+    """One rule: on a grid where the smallest lr diverged and the rest scored 0, both pick the smallest
+    finished lr (the two rules this replaced picked 0.0006, the diverged one, and 0.002)."""
+    lab = build_lab("imbalance", tmp_path / "out", levels="dense", optimizers="adamw", losses="ce_prior")
+    level, adamw = lab.levels[0], lab.optimizers[0]
+    grid = lab.grid(level, adamw)
+    assert grid[:2] == (0.0006, 0.002)
+    for i, variant in enumerate(lab.grid_variants(level, adamw)):
+        run = lab.cell_dir(level, adamw) / "runs" / variant.name
+        run.mkdir(parents=True)
+        result = {"variant": variant.name, "AP": None if i == 0 else 0.0, "AP_low": None if i == 0 else 0.0,
+                  "diverged": i == 0}
+        (run / "result.json").write_text(json.dumps(result))
+    assert best_lrs(lab, level, adamw) == {"ce_prior": 0.002}
+    assert [v.name for v in seed_variants(lab, level, adamw)] == ["ce_prior+lr0.002+seed1"]
+    assert "| dense | adamw | ce_prior | 0.002 |" in summary_markdown(lab, lab_runs(lab))
+
+
+def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
+
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    head = git("log", "-1", "--format=%H").strip()
+    assert code_version(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "new.txt").write_text("untracked files do not count\n")
+    assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == {"commit": head, "dirty": True}
+
+
 def test_the_lab_refuses_unknown_levels_and_a_first_seed_that_is_not_the_grids():
     with pytest.raises(LabError, match="unknown level nope"):
         build_lab("imbalance", "/tmp/unused", levels="nope")
@@ -223,9 +272,9 @@ def test_shards_split_one_stage_at_a_time(tmp_path, monkeypatch, capsys):
     assert "--stage grid or --stage seeds" in capsys.readouterr().err and not out.exists()
 
     launched = []
-    monkeypatch.setattr("detector.study.shards.launch_shards",
+    monkeypatch.setattr("detector.study.runner.launch_shards",
                         lambda script, argv, gpus, folder: launched.append((argv, gpus)) or 0)
-    monkeypatch.setattr("detector.study.lab_report.write_lab_report", lambda lab, **kw: [])
+    monkeypatch.setattr("detector.study.report.write_lab_report", lambda lab, **kw: [])
     assert run_ablate("--preset", "imbalance", "--out", str(out), "--levels", "dense", "--gpus", "0,1") == 0
     assert [argv[argv.index("--stage") + 1] for argv, _ in launched] == ["grid", "seeds"]
     for argv, gpus in launched:
@@ -310,3 +359,9 @@ def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, t
     metrics = evaluate_detector(model, datamodule_from_config(run / "config.yaml"), per_class=False, progress=False)
     result = json.loads((run / "result.json").read_text())
     assert result["AP_low"] == pytest.approx(metrics["AP"], abs=1e-5)
+    import subprocess  # the run records the code that trained it
+
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert result["commit"] == head.stdout.strip() and isinstance(result["dirty"], bool)
