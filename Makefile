@@ -25,11 +25,12 @@ data/synthetic/train.json: | setup
 	$(PY) scripts/make_synthetic.py --out data/synthetic --no-progress
 
 # Train on the CPU (configs/synthetic.yaml), evaluate the best checkpoint on the val split, print
-# the AP table; the last line printed is the path of the metrics JSON.
+# the AP table, write the HTML report ($(RUN)/report/index.html); the last line printed is the
+# path of the metrics JSON.
 train: setup data/synthetic/train.json
 	$(PY) scripts/train.py fit --config configs/synthetic.yaml
 	$(PY) scripts/evaluate.py --checkpoint $(RUN)/checkpoints/best.ckpt --config configs/synthetic.yaml \
-		--out $(RUN)/metrics.json
+		--report $(RUN)/report --out $(RUN)/metrics.json
 
 # The loss study's quick preset (its time: docs/ablation.md): docs/ablation/quick (table and plots).
 ablate: setup

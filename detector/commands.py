@@ -1,7 +1,7 @@
 """The `detector` command: one entry point, a subcommand per task.
 
     detector train fit --config configs/synthetic.yaml
-    detector evaluate --checkpoint runs/synthetic/checkpoints/best.ckpt --config configs/synthetic.yaml --out m.json
+    detector evaluate --checkpoint runs/synthetic/checkpoints/best.ckpt --config configs/synthetic.yaml --out m.json --report report/
     detector predict --checkpoint CKPT --input photo.jpg --out preds/
     detector export --checkpoint CKPT --format onnx --out model.onnx
     detector ablate --preset quick --out docs/ablation/quick

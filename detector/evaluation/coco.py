@@ -32,8 +32,9 @@ from .ground_truth import check_coco_gt, load_coco_gt
 from .results import check_results, detections_to_coco_results, ids_array, load_results, validate_results
 
 __all__ = [
-    "BACKENDS", "COCO_METRIC_NAMES", "NO_GT", "EvaluationError", "detections_to_coco_results", "evaluate_coco",
-    "is_no_gt", "load_coco_gt", "load_results", "per_class_ap", "validate_results",
+    "BACKENDS", "COCO_METRIC_NAMES", "NO_GT", "EvaluationError", "class_names", "coco_metrics",
+    "detections_to_coco_results", "evaluate_coco",
+    "is_no_gt", "load_coco_gt", "load_results", "per_class_ap", "run_coco_eval", "validate_results",
 ]
 
 COCO_METRIC_NAMES: tuple[str, ...] = (
@@ -80,6 +81,32 @@ def evaluate_coco(
         EvaluationError: unreadable or invalid results, image ids outside ``coco_gt``, an
             unknown backend.
     """
+    coco_eval = run_coco_eval(coco_gt, results, image_ids=image_ids, backend=backend, quiet=quiet,
+                              print_summary=print_summary)
+    return coco_metrics(coco_eval, coco_gt.cats, per_class=per_class)
+
+
+def coco_metrics(coco_eval: Any, cats: Mapping[int, Mapping[str, Any]], *, per_class: bool = True) -> dict[str, Any]:
+    """`evaluate_coco`'s dict from an evaluated ``COCOeval``: its 12 ``stats`` and, when asked,
+    "per_class" (``cats``: ``COCO.cats``)."""
+    metrics: dict[str, Any] = {name: float(v) for name, v in zip(COCO_METRIC_NAMES, coco_eval.stats)}
+    if per_class:
+        metrics["per_class"] = per_class_ap(coco_eval.eval["precision"], coco_eval.params.catIds, cats)
+    return metrics
+
+
+def run_coco_eval(
+    coco_gt: COCO,
+    results: list[dict] | str | os.PathLike,
+    *,
+    image_ids: Iterable[int] | None = None,
+    backend: str = "pycocotools",
+    quiet: bool = True,
+    print_summary: bool = False,
+) -> Any:
+    """The evaluated, accumulated and summarised ``COCOeval`` behind `evaluate_coco` (same
+    arguments and checks): for readers of its ``eval["precision"]``, ``eval["recall"]`` and
+    ``evalImgs`` (the report's curves and tables)."""
     if backend not in BACKENDS:
         raise EvaluationError(f"unknown evaluation backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if isinstance(results, (str, os.PathLike)):
@@ -99,11 +126,7 @@ def evaluate_coco(
         coco_eval = run_pycocotools(coco_gt, checked, eval_image_ids, quiet, print_summary)
     else:
         coco_eval = run_faster_coco_eval(coco_gt, checked, eval_image_ids, quiet, print_summary)
-
-    metrics: dict[str, Any] = {name: float(v) for name, v in zip(COCO_METRIC_NAMES, coco_eval.stats)}
-    if per_class:
-        metrics["per_class"] = per_class_ap(coco_eval.eval["precision"], coco_eval.params.catIds, coco_gt.cats)
-    return metrics
+    return coco_eval
 
 
 def per_class_ap(
@@ -121,12 +144,17 @@ def per_class_ap(
         the mean over IoU thresholds and recall points at area "all" (index 0) and the largest
         maxDets (index -1, 100), ignoring -1 entries; ``NO_GT`` for a class without ground truth.
     """
-    names = [str(cats[c]["name"]) for c in cat_ids]
-    if len(set(names)) != len(names):
-        names = [f"{n} (id {c})" for n, c in zip(names, cat_ids)]
     out = {}
-    for k, name in enumerate(names):
+    for k, name in enumerate(class_names(cat_ids, cats)):
         p = precision[:, :, k, 0, -1]  # (T, R)
         p = p[p > -1]
         out[name] = float(np.mean(p)) if p.size else NO_GT
     return out
+
+
+def class_names(cat_ids: Sequence[int], cats: Mapping[int, Mapping[str, Any]]) -> list[str]:
+    """The name of each category id, made unique with the id when two categories share one."""
+    names = [str(cats[c]["name"]) for c in cat_ids]
+    if len(set(names)) != len(names):
+        names = [f"{n} (id {c})" for n, c in zip(names, cat_ids)]
+    return names

@@ -12,7 +12,7 @@ from typing import Any
 from .coco import COCO_METRIC_NAMES, is_no_gt
 
 # (IoU, area, maxDets) of each of the 12 numbers, as pycocotools' summary names them.
-_METRIC_SETTINGS: dict[str, tuple[str, str, int]] = {
+METRIC_SETTINGS: dict[str, tuple[str, str, int]] = {
     "AP": ("0.50:0.95", "all", 100),
     "AP50": ("0.50", "all", 100),
     "AP75": ("0.75", "all", 100),
@@ -39,7 +39,7 @@ def format_metrics_table(metrics: Mapping[str, Any], class_names: Sequence[str] 
     lines = ["| Metric | IoU | Area | MaxDets | Value |", "|---|---|---|---|---:|"]
     for name in COCO_METRIC_NAMES:
         if name in metrics:
-            iou, area, max_dets = _METRIC_SETTINGS[name]
+            iou, area, max_dets = METRIC_SETTINGS[name]
             lines.append(f"| {name} | {iou} | {area} | {max_dets} | {_fmt(metrics[name])} |")
     per_class = metrics.get("per_class")
     if per_class is not None:

@@ -1,5 +1,6 @@
-"""Training callbacks: validation images with predicted and true boxes in TensorBoard; the
-checkpoint callback of the `checkpoint:` config section."""
+"""Training callbacks: validation images with predicted and true boxes, and the report's figures
+(PR curves per class, the confusion matrix) after each validation, through every logger that
+takes images (image_logging.py); the checkpoint callback of the `checkpoint:` config section."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torchvision.utils import make_grid
 
 from ..drawing import draw_detections
+from ..evaluation.coco import class_names, run_coco_eval
+from ..evaluation.confusion import confusion_matrix, row_normalised
+from ..evaluation.curves import SCORE_GRID, class_matches, class_table, counts_at, default_score_threshold, pr_curves
+from ..evaluation.figures import confusion_figure, figure_to_array, pr_figure
 from ..model import rescale_boxes
+from .image_logging import log_image, log_pr_curve
 
 
 class DetectionImageLogger(L.Callback):
@@ -23,10 +29,7 @@ class DetectionImageLogger(L.Callback):
         self.min_score = min_score
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or trainer.logger is None:
-            return
-        experiment = getattr(trainer.logger, "experiment", None)
-        if not hasattr(experiment, "add_image"):
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
             return
         names = getattr(trainer.datamodule, "class_names", None)
         tiles = []
@@ -37,7 +40,40 @@ class DetectionImageLogger(L.Callback):
             tiles.append(draw_detections(batch["images"][i][:, :h, :w], det, gt, names, self.min_score))
         size = max(t.shape[1] for t in tiles), max(t.shape[2] for t in tiles)
         tiles = [torch.nn.functional.pad(t, (0, size[1] - t.shape[2], 0, size[0] - t.shape[1])) for t in tiles]
-        experiment.add_image("val/detections", make_grid(tiles, nrow=len(tiles), padding=2), trainer.global_step)
+        log_image(trainer.loggers, "val/detections", make_grid(tiles, nrow=len(tiles), padding=2), trainer.global_step)
+
+
+class ValidationFigureLogger(L.Callback):
+    """After each validation: per class, TensorBoard's PR curve (IoU 0.5, over score thresholds)
+    as ``val/pr_curve/<class>``; to every image logger, pycocotools' PR curves as
+    ``val/pr_curves`` and the confusion matrix (IoU 0.5, at the pooled best-F1 score threshold,
+    mmdetection's definition) as ``val/confusion_matrix``: the HTML report's figures.
+
+    Reads the LightningModule's ``accumulator`` (the validation's detections, gathered from every
+    process) and evaluates them again with pycocotools for its per-image matches.
+    """
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        accumulator = getattr(pl_module, "accumulator", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers or not accumulator:
+            return
+        datamodule = trainer.datamodule
+        coco_gt = datamodule.val_coco_gt()
+        results = accumulator.results(datamodule.label_to_category_id)
+        coco_eval = run_coco_eval(coco_gt, results, image_ids=accumulator.image_ids)
+        names = class_names(coco_eval.params.catIds, coco_gt.cats)
+        matches = class_matches(coco_eval, 0.5)
+        step = trainer.global_step
+        for name, m in zip(names, matches):
+            tp, n = counts_at(m.scores, m.true_positive, SCORE_GRID)
+            log_pr_curve(trainer.loggers, f"val/pr_curve/{name}", tp, n, m.num_gt, step)
+        table = class_table(coco_eval, matches, names)
+        log_image(trainer.loggers, "val/pr_curves", figure_to_array(pr_figure(pr_curves(coco_eval), names, table)), step)
+        threshold = default_score_threshold(matches)
+        counts = confusion_matrix(coco_gt, results, accumulator.image_ids, coco_eval.params.catIds,
+                                  score_threshold=threshold)
+        fig = confusion_figure(counts.astype(float), row_normalised(counts), [*names, "background"], threshold)
+        log_image(trainer.loggers, "val/confusion_matrix", figure_to_array(fig), step)
 
 
 class Checkpoint(ModelCheckpoint):
