@@ -162,6 +162,22 @@ def read_checkpoint(path: str | os.PathLike, *, training: bool = False) -> dict:
     return checkpoint
 
 
+def checkpoint_class_names(path: str | os.PathLike, num_classes: int, checkpoint: dict | None = None
+                           ) -> list[str] | None:
+    """The checkpoint's "class_names" (None when it has none); `CheckpointError` unless it is a list
+    of exactly `num_classes` strings (a shorter list would fail only after inference, at the first
+    detection of a class it lacks)."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    names = checkpoint.get("class_names")
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: class_names must be a list of strings, got {type(names).__name__}")
+    if len(names) != num_classes:
+        raise CheckpointError(f"{path}: {len(names)} class names for a model of {num_classes} classes")
+    return list(names)
+
+
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RetinaNet:
     """The model stored in `path` (ours, a Lightning run's, or an imported one), in eval mode.
 

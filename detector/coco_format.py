@@ -219,12 +219,16 @@ def check_categories(dataset: Any) -> tuple[np.ndarray, list]:
 
     Raises:
         COCOFormatError: not an object, "categories" missing or not a list, an entry without an
-            integer "id" or a "name", a repeated id.
+            integer "id" or a "name", a repeated or negative id.
     """
     categories = _entries(dataset, "categories")
     _require(categories, "categories", ("id", "name"))
     ids = _id_column(categories, "categories", "id", ("id", "name"))
     _refuse_repeats(ids, "categories", "category")
+    if len(ids) and ids.min() < 0:  # refused here, at setup, not at the first validation that predicts it
+        i = int(np.argmin(ids))
+        raise COCOFormatError(f"categories[{i}] ({categories[i]['name']!r}) has id {int(ids[i])}: a category id must "
+                              "be 0 or more to be scored")
     order = np.argsort(ids, kind="stable")
     return ids[order], [categories[i]["name"] for i in order]
 

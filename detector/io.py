@@ -9,10 +9,11 @@ rename are also flushed to disk (fsync), so that a power cut keeps one of the tw
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Integral, Real
 from pathlib import Path
@@ -52,6 +53,83 @@ def write_atomic(path: str | os.PathLike, text_or_bytes: str | bytes, *, durable
         else:
             tmp.write_text(text_or_bytes, encoding="utf-8")
     return Path(path)
+
+
+class WriteError(OSError):
+    """A file or folder could not be written; the one-line message names the path and the cause.
+
+    Args: path: what was being written; cause: the OSError (its strerror: "No space left on
+    device", "Read-only file system", "File too large", ...) or the cause in words.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError | str) -> None:
+        why = cause if isinstance(cause, str) else (cause.strerror or str(cause) or type(cause).__name__)
+        super().__init__(getattr(cause, "errno", None), f"{os.fspath(path)}: cannot write: {why}")
+        self.path = os.fspath(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised inside the block into a `WriteError` naming `path` (one line)."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        where = err.filename if isinstance(err.filename, str) and err.filename else path
+        raise WriteError(where, err) from None
+
+
+def write_stream(path: str | os.PathLike, save: Callable[[Any], None], *, name: str | os.PathLike | None = None) -> None:
+    """Call `save(stream)` with `path` opened for writing; a failed write is a `WriteError` naming
+    `name` (default `path`) and the cause, also where the writer would replace the OSError by its
+    own message (torch.save: "unexpected pos") or abort the process (torch's writer given a path)."""
+    name = path if name is None else name
+    with writing(name), open(path, "wb") as raw:
+        stream = _ErrorKeepingWriter(raw)
+        try:
+            save(stream)
+        except RuntimeError as err:
+            raise WriteError(name, stream.error or f"{type(err).__name__}: {str(err)[:120]}") from None
+
+
+class _ErrorKeepingWriter(io.RawIOBase):
+    """A file's writer that keeps the OSError of a failed write (ENOSPC, EFBIG, EROFS ...)."""
+
+    def __init__(self, raw) -> None:
+        super().__init__()
+        self.raw, self.error = raw, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+
+def ensure_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and check a file can be created in it, before any long work;
+    `WriteError` naming it and the cause otherwise (a read-only file system, a file in the path)."""
+    import tempfile
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(folder, "is a file, not a folder")
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:  # the folder, not the probe's random name
+        raise WriteError(folder, err) from None
+    return folder
 
 
 class JSONReadError(ValueError):

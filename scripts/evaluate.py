@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from detector.cli import USER_ERRORS
+from detector.cli import USER_ERRORS, positive_int
+from detector.io import ensure_writable_folder, writing
 from detector.evaluation import (
     BACKENDS,
     CocoDetectionAccumulator,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=("val", "train"), default="val", help="with --checkpoint: the split to evaluate")
     parser.add_argument("--data-root", help="with --checkpoint: override the config's data.root")
     parser.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=None, help="with --checkpoint: images per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="with --checkpoint: images per batch")
     parser.add_argument("--out", metavar="FILE.json", help="write the metrics here as JSON")
     parser.add_argument("--backend", choices=BACKENDS, default="pycocotools",
                         help="COCO evaluation implementation (faster_coco_eval needs the fast-eval extra)")
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gallery < 0:
         parser.error(f"--gallery must be >= 0, got {args.gallery}")
     try:
+        if args.out:  # before the evaluation's work
+            ensure_writable_folder(Path(args.out).absolute().parent)
         done = evaluate_checkpoint(args) if args.checkpoint is not None else evaluate_results_file(args)
         print(format_metrics_table(done.metrics))
         if args.report:
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                                 score_threshold=args.score_threshold, num_gallery=args.gallery, source=done.source)
             print(f"report: {page}")
         if args.out:
-            print(save_metrics(done.metrics, args.out))  # the last line: where the metrics are
+            with writing(args.out):
+                print(save_metrics(done.metrics, args.out))  # the last line: where the metrics are
     except (EvaluationError, OSError, *USER_ERRORS) as err:  # OSError: e.g. --out not writable
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2

@@ -5,9 +5,11 @@
     python scripts/predict.py --onnx model.onnx --input images/ --out preds/   # onnxruntime: pip install -e ".[export]"
 
 Writes preds/detections.json (COCO results: image file, bbox XYWH, score, category) and, for
-each image, preds/<name>.png with the boxes drawn and labelled. In a folder, an unreadable image is
-skipped with a warning naming it and the rest are predicted (exit status 0 when at least one
-was); --strict makes it an error. A single image given directly must be readable.
+each image, preds/<file name>.png with the boxes drawn and labelled (photo.jpg -> photo.jpg.png:
+inputs never share a drawing, and a run that would overwrite one of its inputs is refused). In a
+folder, an unreadable image is skipped with a warning naming it and the rest are predicted (exit
+status 0 when at least one was); --strict makes it an error. A single image given directly must
+be readable.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detector.cli import one_line_errors
+from detector.cli import one_line_errors, positive_int, unit_interval
 from detector.predict import predict_paths
 
 
@@ -26,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--onnx", metavar="FILE", help="an exported model (scripts/export.py), run with onnxruntime")
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--min-score", type=float, default=0.3, help="score below which boxes are not drawn/saved")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--min-score", type=unit_interval, default=0.3,
+                        help="score (0 to 1) below which boxes are not drawn/saved")
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-images", action="store_true", help="write the JSON only")
     parser.add_argument("--strict", action="store_true", help="an unreadable image in the folder is an error")

@@ -59,7 +59,7 @@ def test_a_folder_with_bad_files_predicts_the_rest(checkpoint, folders, tmp_path
     assert _predict(checkpoint, mixed, tmp_path / "out_mixed1", "--batch-size", "1") == 0
     clean_dets = json.loads((tmp_path / "out_clean/detections.json").read_text())
     assert json.loads((tmp_path / "out_mixed1/detections.json").read_text()) == clean_dets
-    assert sorted(p.name for p in (tmp_path / "out_mixed").glob("*.png")) == ["a.png", "c.png", "e.png"]
+    assert sorted(p.name for p in (tmp_path / "out_mixed").glob("*.png")) == ["a.jpg.png", "c.png.png", "e.jpg.png"]
 
 
 def _one_error_line(capsys) -> str:

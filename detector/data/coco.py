@@ -65,6 +65,8 @@ def check_relative_path(name: str, source: str | os.PathLike, what: str = "file_
     """
     if not isinstance(name, str) or not name:
         raise DatasetError(source, f"{what} must be a non-empty string, got {name!r}")
+    if "\x00" in name:  # no file system allows it; open() would raise a bare ValueError
+        raise DatasetError(source, f"{what} {name!r} contains a NUL character")
     normalized = posixpath.normpath(name.replace("\\", "/"))
     if (
         normalized.startswith("/")

@@ -106,6 +106,9 @@ def parse_voc_xml(path: Path) -> dict[str, Any]:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise DatasetError(path, f"malformed XML ({err})") from None
+    for element in root.iter():  # a default xmlns="..." makes every tag "{uri}name": read the names
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.split("}", 1)[1]
     size = None
     size_el = root.find("size")
     if size_el is not None:

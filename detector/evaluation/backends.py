@@ -72,7 +72,7 @@ def _results_coco(coco_gt: Any, checked: CheckedResults, coco_cls: type) -> Any:
         ]
     res = coco_cls()
     res.dataset = {
-        "info": copy.deepcopy(coco_gt.dataset.get("info", {})),
+        "info": coco_gt.dataset.get("info", {}),  # shared: never read by scoring, and may nest past deepcopy's limit
         "images": list(coco_gt.dataset["images"]),
         "categories": copy.deepcopy(coco_gt.dataset["categories"]),
         "annotations": annotations,

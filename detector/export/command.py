@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from ..checkpoint import load_detector, read_checkpoint
+from ..checkpoint import checkpoint_class_names, load_detector
 from ..cli import one_line_errors
+from ..io import ensure_writable_folder, writing
 from .exporters import FORMATS, export
 from .runtime import require
 
@@ -37,9 +39,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     with one_line_errors():
         if args.format == "onnx":
             require("onnx")  # before any work: a missing extra is one line
+        ensure_writable_folder(Path(args.out).absolute().parent)  # before the export's work
         model = load_detector(args.checkpoint)
         print(f"exporting {args.checkpoint} ({model.config.backbone}, {model.num_classes} classes) as {args.format}",
               file=sys.stderr)
-        path = export(model, args.out, args.format, class_names=read_checkpoint(args.checkpoint).get("class_names"))
+        class_names = checkpoint_class_names(args.checkpoint, model.num_classes)
+        with writing(args.out):
+            path = export(model, args.out, args.format, class_names=class_names)
     print(path)
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch.fx.experimental import _config as fx_config
 
+from ..io import write_stream
 from ..model.retinanet import RetinaNet
 from .graph import OUTPUT_NAMES, ExportableDetector
 from .runtime import CLASS_NAMES_KEY, MAX_SIZE_KEY, MIN_SIZE_KEY, require
@@ -97,7 +98,8 @@ def export_torch(model: RetinaNet, path: str | os.PathLike) -> Path:
     """Write the torch.export program (.pt2); load it with torch.export.load(path).module()."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(export_program(model), str(path))
+    program = export_program(model)
+    write_stream(path, lambda stream: torch.export.save(program, stream))  # a failed write: one line, not an abort
     return path
 
 

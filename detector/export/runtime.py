@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import CheckpointError
-from .graph import unpad
+from .graph import OUTPUT_NAMES, unpad
 
 INSTALL_HINT = 'pip install -e ".[export]"'
 #: ONNX metadata key of the class names (a JSON list) that export_onnx writes.
@@ -57,12 +57,25 @@ class OnnxDetector:
         except Exception as err:  # onnxruntime's own exception types: not a model, a broken file
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise CheckpointError(f"{path}: cannot load the ONNX model ({first})") from None
-        self.input_name = self.session.get_inputs()[0].name
+        inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or outputs != list(OUTPUT_NAMES):
+            found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+            raise CheckpointError(f"{path}: not a detector exported by scripts/export.py (inputs {found}; outputs "
+                                  f"{', '.join(outputs) or 'none'}; expected one (N, 3, H, W) input and outputs "
+                                  f"{', '.join(OUTPUT_NAMES)})")
+        self.input_name = inputs[0].name
         names = self.session.get_modelmeta().custom_metadata_map.get(CLASS_NAMES_KEY)
-        self.class_names: list[str] | None = json.loads(names) if names else None
+        try:
+            self.class_names: list[str] | None = json.loads(names) if names else None
+        except ValueError:
+            self.class_names = None
+        if self.class_names is not None and not (isinstance(self.class_names, list)
+                                                 and all(isinstance(n, str) for n in self.class_names)):
+            raise CheckpointError(f"{path}: metadata {CLASS_NAMES_KEY!r} is not a JSON list of names")
         meta = self.session.get_modelmeta().custom_metadata_map
         # the graph's resize sizes, for skipping images too thin to resize (None: not recorded)
-        self.min_size, self.max_size = ((int(meta[k]) if k in meta else None) for k in (MIN_SIZE_KEY, MAX_SIZE_KEY))
+        self.min_size, self.max_size = ((int(meta[k]) if meta.get(k, "").isdigit() else None)
+                                        for k in (MIN_SIZE_KEY, MAX_SIZE_KEY))
 
     def run(self, batch: Tensor) -> list[dict[str, Tensor]]:
         """Detections of a batch of equal-sized images (N, 3, H, W) float in [0, 1]."""

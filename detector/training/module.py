@@ -240,6 +240,25 @@ class RetinaNetModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        # A resumed run restores the optimizer's and scheduler's state, settings included: this run's
+        # lr, momentum and weight decay are put back over them (the same values when none changed).
+        if not self.trainer.optimizers or not self.trainer.lr_scheduler_configs:
+            return
+        opt, sched = self.trainer.optimizers[0], self.trainer.lr_scheduler_configs[0].scheduler
+        wanted = parameter_groups(self.model, self.effective_lr(), self.weight_decay, self.backbone_lr_mult)
+        if len(wanted) != len(opt.param_groups):  # another grouping: the restored state could not have loaded
+            return
+        sched.base_lrs = [w["lr"] for w in wanted]
+        for group, want, factor in zip(opt.param_groups, wanted, sched.lr_lambdas):
+            group["initial_lr"] = want["lr"]
+            group["lr"] = want["lr"] * factor(sched.last_epoch)  # LambdaLR's own rule
+            group["weight_decay"] = want["weight_decay"]
+            if "betas" in group:
+                group["betas"] = (self.momentum, group["betas"][1])
+            elif "momentum" in group:
+                group["momentum"] = self.momentum
+
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self.accumulator.reset()
@@ -271,6 +290,21 @@ class RetinaNetModule(L.LightningModule):
         self.log_dict(values, sync_dist=False, rank_zero_only=False, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
+    def _check_same_classes(self, checkpoint: dict) -> None:
+        """CheckpointError when the checkpoint was trained on other classes than this run's data has."""
+        trained = checkpoint.get("class_names")
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # loaded without a Trainer (load_from_checkpoint): no data to compare with
+            return
+        names = getattr(trainer.datamodule, "class_names", None)
+        if trained is None or names is None or list(trained) == list(names):
+            return
+        from ..checkpoint import CheckpointError
+
+        raise CheckpointError(f"{trainer.ckpt_path}: trained on {len(trained)} classes {_short(trained)}, the data "
+                              f"has {len(names)} classes {_short(names)}: a run resumes on the same classes only")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         bad = next((k for k, v in checkpoint["state_dict"].items()
                     if v.is_floating_point() and not torch.isfinite(v).all()), None)
@@ -283,9 +317,17 @@ class RetinaNetModule(L.LightningModule):
             checkpoint["label_to_category_id"] = datamodule.label_to_category_id
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._check_same_classes(checkpoint)
         if self.model is None and CONFIG_KEY in checkpoint:
             self.detector_config = RetinaNetConfig.from_dict(checkpoint[CONFIG_KEY])
             self.model = self._build(self.detector_config)
-        if self.ema_decay is None and RAW_WEIGHTS_KEY in checkpoint and self._trainer is not None \
-                and self.trainer.state.fn == "fit":  # resuming an EMA run without it: go on from the raw weights
+        trainer = self._attached_trainer()
+        if self.ema_decay is None and RAW_WEIGHTS_KEY in checkpoint and trainer is not None \
+                and trainer.state.fn == "fit":  # resuming an EMA run without it: go on from the raw weights
             checkpoint["state_dict"] = checkpoint[RAW_WEIGHTS_KEY]
+
+
+def _short(names, n: int = 5) -> str:
+    """A list of class names in a one-line message, cut after n."""
+    names = list(names)
+    return "[" + ", ".join(names[:n]) + (f", ... {len(names) - n} more" if len(names) > n else "") + "]"

@@ -30,10 +30,31 @@ Exact resume mid-epoch
     With one process or several, the global batch k of epoch e holds the same images with the same
     augmentation: batch b x p processes takes positions [k*b*p, (k+1)*b*p) of the epoch's order, so
     2 processes x batch 2 see exactly the images of 1 process x batch 4.
+
+Preemption (SIGTERM, SIGUSR1)
+    SIGTERM is what SLURM preemption, `docker stop` and Kubernetes send; SLURM sends SIGUSR1 (with
+    `--signal=USR1@T`) before the time limit. Lightning only notes SIGTERM and leaves through a
+    `SystemExit` of status 0 at the end of the batch, without a checkpoint; SIGUSR1 outside SLURM
+    kills the process. `PreemptionCheckpoint`, which the CLI appends after every other callback,
+    turns either signal into: the batch in progress finishes, last.ckpt is written at the same point
+    of the step as the periodic checkpoints (so resuming from it is exact, as after SIGKILL), and
+    `Preempted` is raised, which the CLI reports in one line with exit status 128 + the signal's
+    number. A signal during validation stops at the next validation batch: last.ckpt then holds the
+    step before the validation, which the resumed run validates again. Under SLURM with Lightning's
+    auto-requeue (`SLURMEnvironment`), SIGUSR1 is Lightning's: it saves an hpc checkpoint and
+    requeues the job, which resumes from it.
+
+One run folder, one run
+    `lock_run_folder` takes an exclusive `flock` on ``<checkpoint folder>/.detector.lock`` for the
+    life of the training process and writes its pid there; a second training into the folder
+    refuses in one line naming that pid. The kernel releases the lock when its process dies, however
+    it dies, so a lock file left by a dead process (stale) is simply taken over.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -42,12 +63,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
-from ..io import atomic_path
+from ..io import WriteError, atomic_path, write_stream, writing
 
 __all__ = [
-    "AtomicCheckpointIO", "check_training_checkpoint", "EpochSampler", "ResumableDataLoader", "SampleSeededDataset",
+    "AtomicCheckpointIO", "lock_run_folder", "Preempted", "PreemptionCheckpoint", "check_training_checkpoint", "EpochSampler", "ResumableDataLoader", "SampleSeededDataset",
     "leaf_datasets", "resumable_train_loader", "sample_seed", "use_atomic_checkpoint_io",
 ]
 
@@ -65,8 +88,98 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path, durable=True) as tmp:
-            torch.save(checkpoint, tmp)
+        with writing(path), atomic_path(path, durable=True) as tmp:
+            write_stream(tmp, lambda stream: torch.save(checkpoint, stream), name=path)
+
+
+LOCK_NAME = ".detector.lock"
+
+
+def lock_run_folder(folder) -> Any:
+    """Lock `folder` for this process (see the module doc); returns the open lock file, which holds
+    the lock until it is closed or the process ends. `WriteError` when another process holds it."""
+    import fcntl
+
+    folder = os.fspath(folder)
+    path = os.path.join(folder, LOCK_NAME)
+    with writing(path):
+        os.makedirs(folder, exist_ok=True)
+        handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise WriteError(folder, f"in use by another training (pid {owner}, lock {path}); wait for it to end "
+                                 "or give this run another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after writing a resumable checkpoint (see the module doc)."""
+
+    def __init__(self, signum: int, step: int, path: str) -> None:
+        self.signum, self.step, self.path = signum, step, path
+        super().__init__(f"training stopped by {signal.Signals(signum).name} after step {step}; resume with "
+                         f"--ckpt_path {path}")
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM or SIGUSR1: last.ckpt at the end of the batch in progress, then `Preempted`.
+
+    Must run after every other callback's on_train_batch_end (the CLI appends it), so the step's
+    periodic checkpoint and records are written before it stops. SIGUSR1 is only taken where no
+    one else handles it (Lightning's SLURM auto-requeue does).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.stopped: Preempted | None = None  # set once the checkpoint of a stop is written
+        self._previous = None
+
+    def _note(self, signum, frame) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.received = None
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            self._previous = signal.signal(signal.SIGUSR1, self._note)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGUSR1, self._previous)
+            self._previous = None
+
+    def _last_path(self, trainer) -> str:
+        callback = trainer.checkpoint_callback
+        folder = callback.dirpath if callback is not None and callback.dirpath else trainer.default_root_dir
+        name = (callback.CHECKPOINT_NAME_LAST if callback is not None else "last") + ".ckpt"
+        return os.path.join(folder, name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        signum = signal.SIGTERM if trainer.received_sigterm else self.received
+        if signum is None:
+            return
+        raise self._save(trainer, int(signum))
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+        if isinstance(exception, SIGTERMException) and self.stopped is None:  # SIGTERM during validation
+            self._save(trainer, signal.SIGTERM)
+
+    def _save(self, trainer, signum: int) -> Preempted:
+        path = self._last_path(trainer)
+        trainer.save_checkpoint(path)
+        self.stopped = Preempted(signum, trainer.global_step, path)
+        return self.stopped
 
 
 def check_training_checkpoint(path) -> dict:

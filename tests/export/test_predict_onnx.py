@@ -51,7 +51,7 @@ def test_predict_onnx_on_a_folder_equals_checkpoint(tiny_checkpoint, onnx_model,
     for name in eager:
         assert_same_detections(onnx[name], eager[name], detections_per_img=100)
         assert onnx[name]["categories"] == eager[name]["categories"] <= {"a", "b", "c", "d", "e"}
-    assert sorted(p.name for p in (tmp_path / "onnx").glob("*.png")) == sorted(f"{p.stem}.png" for p in image_files)
+    assert sorted(p.name for p in (tmp_path / "onnx").glob("*.png")) == sorted(f"{p.name}.png" for p in image_files)
 
 
 def test_predict_onnx_without_onnxruntime_names_the_extra(onnx_model, image_files, tmp_path, monkeypatch, capsys):
