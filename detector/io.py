@@ -106,6 +106,15 @@ class _ErrorKeepingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:  # zip writers (torch.export.save) seek back to patch headers
+        return self.raw.seekable()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
     def write(self, data) -> int:
         try:
             return self.raw.write(data)
