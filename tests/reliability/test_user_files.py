@@ -126,13 +126,16 @@ def test_a_checkpoint_with_fewer_class_names_than_classes_is_one_line_at_load(tm
     assert not (tmp_path / "out").exists()
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child of a large
+# pytest process would report the parent's size
 MEASURE = """
-import resource, sys
+import re, sys
 sys.argv = ["predict.py", *sys.argv[1:]]
 sys.path.insert(0, "scripts")
 import predict
 predict.main(sys.argv[1:])
-print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print("peak_mb", hwm_kb // 1024)
 """
 
 
