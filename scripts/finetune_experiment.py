@@ -43,10 +43,9 @@ def _rewrite(path: Path, keep: tuple[str, ...] | None = None, rename: dict[str, 
 def _fit(root: Path, run: Path, steps: int, lr: float, seed: int, eval_every: int, *extra: str) -> None:
     args = ["fit", "--config", "configs/synthetic.yaml", "--seed_everything", str(seed),
             "--data.dataset", "coco", "--data.root", str(root),
-            "--data.train_ann", str(root / "train.json"), "--data.val_ann", str(root / "val.json"),
-            "--data.train_images", str(root / "images"), "--data.val_images", str(root / "images"),
+            "--data.train_ann", "train.json", "--data.val_ann", "val.json",  # relative to data.root
+            "--data.train_images", "images", "--data.val_images", "images",
             "--data.min_size", "128", "--data.max_size", "128", "--data.num_workers", "0",
-            "--model.detector.min_size", "128", "--model.detector.max_size", "128",
             "--model.lr", str(lr), "--model.warmup_steps", "20", "--model.milestones", "[1000000]",
             "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(eval_every),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
