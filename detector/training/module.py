@@ -293,9 +293,8 @@ class RetinaNetModule(L.LightningModule):
     def _check_same_classes(self, checkpoint: dict) -> None:
         """CheckpointError when the checkpoint was trained on other classes than this run's data has."""
         trained = checkpoint.get("class_names")
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # loaded without a Trainer (load_from_checkpoint): no data to compare with
+        trainer = self._attached_trainer()
+        if trainer is None:  # loaded without a Trainer (load_from_checkpoint): no data to compare with
             return
         names = getattr(trainer.datamodule, "class_names", None)
         if trained is None or names is None or list(trained) == list(names):
