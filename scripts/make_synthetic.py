@@ -2,9 +2,11 @@
 
     python scripts/make_synthetic.py --out data/synthetic
     python scripts/make_synthetic.py --out /tmp/syn --num-train 200 --num-val 50 --mean-objects 12 --noise-std 16
+    python scripts/make_synthetic.py --out /tmp/syn2 --image-size 192 --mean-objects 4 --max-objects 10 --canvas 2
 
 Writes {out}/train.json, {out}/val.json and {out}/images/{train,val}/*.jpg (file_name relative to
-{out}/images); deterministic by --seed. See detector/data/synthetic.py for what is drawn.
+{out}/images); deterministic by --seed;
+--canvas c pads each image (the same as at canvas 1) to c x its side with plain background. See detector/data/synthetic.py for what is drawn.
 Prints the measured generation speed (images/s) at the end.
 """
 

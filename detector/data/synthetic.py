@@ -19,6 +19,11 @@ extent, (x0, y0, x1 + 1, y1 + 1) for the inclusive extent x0..x1. Shapes of the 
 overlap each other (each lies in its own square, with a 1 px gap), so no box loses a part to
 occlusion; distractors and clutter are drawn underneath, except a few thin lines on top.
 
+The imbalance knob `canvas` (default 1) pads every image to canvas x its side with a plain
+colour, the mean of that image's own background gradient (no clutter, no noise), the image at the
+top left: the same seed gives the same pixels inside and the same boxes, labels and ids, while the
+background anchors grow about canvas^2 times. The COCO width and height are the canvas's.
+
 Everything is drawn with numpy and PIL.ImageDraw from a numpy Generator seeded by
 (seed, split, image index), so a dataset is the same on every run and any image can be made
 alone. Layout written by `make_synthetic(out)`:
@@ -69,6 +74,8 @@ class SyntheticSpec:
     empty_fraction: float = _knob(0.05, "probability that an image has no object at all")
     min_contrast: int = _knob(120, "least sum of absolute RGB differences between an object and the background")
     jpeg_quality: int = _knob(90, "JPEG quality of the written images")
+    canvas: int = _knob(1, "pad each image to canvas x its side with its plain background colour, image at the "
+                           "top left (the same objects, more background anchors)")
 
     def __post_init__(self) -> None:
         if not 4 <= self.min_object_size <= self.max_object_size < self.image_size:
@@ -80,6 +87,8 @@ class SyntheticSpec:
             raise ValueError("object/distractor counts and noise_std must be >= 0")
         if not 0.0 <= self.empty_fraction <= 1.0:
             raise ValueError(f"empty_fraction must be in [0, 1], got {self.empty_fraction}")
+        if self.canvas < 1:
+            raise ValueError(f"canvas must be >= 1, got {self.canvas}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,9 +211,10 @@ class SyntheticRenderer:
         return [tuple(int(v) for v in c) for c in chosen]
 
     def render(self, rng: np.random.Generator, instances: bool = False) -> tuple[np.ndarray, ...]:
-        """One image: (S, S, 3) uint8 RGB, boxes (M, 4) float32 XYXY, labels (M,) int64.
+        """One image: (C, C, 3) uint8 RGB, boxes (M, 4) float32 XYXY, labels (M,) int64, where
+        C = canvas x S: the S x S image at the top left, the rest its plain background colour.
 
-        With `instances=True` a fourth array comes back: (S, S) int32, k + 1 on the pixels of
+        With `instances=True` a fourth array comes back: (C, C) int32, k + 1 on the pixels of
         object k and 0 elsewhere (for tests and for checking that boxes are tight).
 
         Random numbers are drawn in blocks (one call per kind of thing) to keep the Python
@@ -287,12 +297,31 @@ class SyntheticRenderer:
         if spec.noise_std > 0:
             oy, ox = rng.integers(0, s, size=2)
             pixels = pixels + self.noise[oy : oy + s, ox : ox + s]
-        out = (
-            np.clip(pixels, 0, 255).astype(np.uint8),
-            np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-            np.asarray(labels, dtype=np.int64).reshape(-1),
-        )
-        return out if instance_map is None else (*out, np.asarray(instance_map, dtype=np.int32))
+        pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+        instance_map = None if instance_map is None else np.asarray(instance_map, dtype=np.int32)
+        if spec.canvas > 1:  # drawn after every random draw, so the image inside is canvas 1's
+            pixels = _on_canvas(pixels, spec.canvas, plain_colour(background))
+            instance_map = None if instance_map is None else _on_canvas(instance_map, spec.canvas, 0)
+        out = (pixels, np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64).reshape(-1))
+        return out if instance_map is None else (*out, instance_map)
+
+
+def plain_colour(background: np.ndarray) -> np.ndarray:
+    """(3,) uint8: the mean of an image's background gradient (G, G, 3), the midpoint of its two colours."""
+    return np.round(background.mean(axis=(0, 1))).astype(np.uint8)
+
+
+def _on_canvas(image: np.ndarray, canvas: int, fill) -> np.ndarray:
+    """(S, S, ...) -> (canvas * S, canvas * S, ...) filled with `fill`, the image at the top left.
+
+    The top left keeps every box and the image's pixel grid where canvas 1 has them: the anchors
+    on the objects are canvas 1's at every stride, and the JPEG blocks inside are the same blocks.
+    """
+    s = image.shape[0]
+    out = np.empty((canvas * s, canvas * s, *image.shape[2:]), dtype=image.dtype)
+    out[...] = fill
+    out[:s, :s] = image
+    return out
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -334,7 +363,7 @@ def write_split(
         file_name = f"{split}/{i:06d}.jpg"
         Image.fromarray(pixels).save(out / "images" / file_name, quality=spec.jpeg_quality)
         image_id = i + 1
-        images.append({"id": image_id, "file_name": file_name, "height": spec.image_size, "width": spec.image_size})
+        images.append({"id": image_id, "file_name": file_name, "height": pixels.shape[0], "width": pixels.shape[1]})
         for box, label in zip(boxes.tolist(), labels.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append(
