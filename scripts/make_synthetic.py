@@ -5,9 +5,9 @@
     python scripts/make_synthetic.py --out /tmp/syn2 --image-size 192 --mean-objects 4 --max-objects 10 --canvas 2
 
 Writes {out}/train.json, {out}/val.json and {out}/images/{train,val}/*.jpg (file_name relative to
-{out}/images); deterministic by --seed;
---canvas c pads each image (the same as at canvas 1) to c x its side with plain background. See detector/data/synthetic.py for what is drawn.
-Prints the measured generation speed (images/s) at the end.
+{out}/images); deterministic by --seed. --canvas c puts each image (canvas 1's, pixel for pixel)
+at the top left of a c x larger square of its plain background colour. See
+detector/data/synthetic.py for what is drawn. Prints the measured generation speed (images/s) at the end.
 """
 
 from __future__ import annotations
