@@ -168,7 +168,7 @@ def time_training(s: BenchSettings, device: torch.device) -> TrainingRun:
 
     def step_ours(model, opt, amp):
         with _autocast(device, amp):
-            parts, _ = model.loss(model(model.normalize(images)), boxes, labels, valid)
+            parts, _ = model.loss(model(images), boxes, labels, valid)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         opt.step()

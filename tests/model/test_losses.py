@@ -192,3 +192,23 @@ def test_easy_share_never_exceeds_the_negative_share(Loss):
     assert stats.neg_loss_share == pytest.approx(1.0)
     assert stats.easy_neg_loss_share <= stats.neg_loss_share
     assert stats.easy_neg_loss_share == pytest.approx(1.0, rel=1e-6)
+
+
+def test_guided_loss_scaling_in_the_loss_from_the_formula(Loss):
+    """Sampling-Free: loss_cls becomes w * plain loss_cls with w = loss_box / loss_cls taken as a
+    constant, so its value is the box loss's and its gradient the plain one's times w."""
+    anchors, gt_boxes, gt_labels, matches = _setup()
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 4, 3, generator=g)
+    deltas = torch.randn(2, 4, 4, generator=g) * 0.3
+    plain_logits, guided_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    plain, _ = Loss(3, cls_loss="ce", alpha=None)(plain_logits, deltas, anchors, matches, gt_boxes, gt_labels)
+    guided, _ = Loss(3, cls_loss="ce", alpha=None, guided_loss_scaling=True)(
+        guided_logits, deltas, anchors, matches, gt_boxes, gt_labels)
+    w = plain["loss_box"].item() / plain["loss_cls"].item()
+    assert guided["loss_box"].item() == pytest.approx(plain["loss_box"].item(), rel=1e-6)
+    assert guided["loss_cls"].item() == pytest.approx(plain["loss_cls"].item() * w, rel=1e-5)
+    assert guided["loss"].item() == pytest.approx(2 * plain["loss_box"].item(), rel=1e-5)
+    guided["loss"].backward()
+    plain["loss_cls"].backward()
+    torch.testing.assert_close(guided_logits.grad, w * plain_logits.grad, rtol=1e-5, atol=1e-7)

@@ -42,21 +42,20 @@ def test_imported_detections_equal_torchvision(torchvision_model, images, tmp_pa
     got = ours.predict(images)
     for e, g in zip(expected, got):
         assert len(e["boxes"]) > 50  # the test exercises many detections
-        e, g = _canonical_order(e), _canonical_order(g)
-        assert torch.equal(g["labels"], e["labels"])
-        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)
-        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-4)
+        _assert_same_detections(g, e)
 
 
-def _canonical_order(detections: dict) -> dict:
-    """Detections by score, highest first, exact score ties by label and box: neither library orders
-    detections of one score the same way under every thread count."""
-    keys = torch.cat([-detections["scores"][:, None].double(), detections["labels"][:, None].double(),
-                      detections["boxes"].double()], dim=1)  # (M, 6)
-    order = torch.arange(len(keys))
-    for column in reversed(range(keys.shape[1])):  # a lexicographic sort: stable sorts, last key first
-        order = order[torch.sort(keys[order, column], stable=True).indices]
-    return {k: v[order] for k, v in detections.items()}
+def _assert_same_detections(got: dict, expected: dict) -> None:
+    """One to one: each expected detection has its own detection in `got` of the same label, box
+    within 1e-3 px and score within 1e-4. Order-free: two detections whose scores differ by a
+    float rounding may come in either order (the resize rounds differently from torchvision's)."""
+    assert len(got["boxes"]) == len(expected["boxes"])
+    free = torch.ones(len(got["boxes"]), dtype=torch.bool)
+    for box, score, label in zip(expected["boxes"], expected["scores"], expected["labels"]):
+        close = free & (got["labels"] == label) & ((got["scores"] - score).abs() <= 1e-4) \
+            & ((got["boxes"] - box).abs().amax(dim=1) <= 1e-3)
+        assert close.any(), (box, score, label)
+        free[close.nonzero()[0, 0]] = False
 
 
 def test_loss_equals_torchvision_at_batch_size_one(torchvision_model, images):
@@ -94,6 +93,4 @@ def test_v2_weights_import_and_detect_the_same(images):
         expected = tv(images)
     for e, g in zip(expected, ours.predict(images)):
         assert len(e["boxes"]) > 20
-        assert torch.equal(g["labels"], e["labels"])
-        torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=1e-3)
-        torch.testing.assert_close(g["scores"], e["scores"], rtol=0, atol=1e-4)
+        _assert_same_detections(g, e)
