@@ -122,6 +122,8 @@ class ImbalanceStats:
     - neg_loss_share: share of the classification loss that comes from negative anchors.
     - easy_neg_loss_share: share that comes from easy negatives' classes, p_t > 0.5 (i.e. p < 0.5).
 
+    Read from the per-anchor loss the loss's forward computed: the easy part is the negatives' loss
+    less their hard classes' (logit >= 0, few), the only elements computed again (`sigmoid_focal_loss`).
     Holds the detached tensors and computes the numbers when first read (each is a host sync).
     """
 
@@ -142,19 +144,17 @@ class ImbalanceStats:
         negative = self._valid & ~self._positive  # (N, R)
         total = self._anchor_loss.sum().clamp(min=1e-12)
         neg_loss = (self._anchor_loss * negative).sum()
-        # the easy part's fraction of the negatives' loss, both from the formula, so that the easy
-        # share never exceeds the negative share by a rounding of the fast path
-        no_class = torch.full_like(self._positive, -1, dtype=torch.int64)  # a negative's classes all have target 0
-        counted = negative & self._counted
-        easy = easy_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
-        with torch.no_grad():
-            formula = classification_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
+        counted = negative & self._counted  # (N, R)
+        hard = torch.nonzero((self._logits >= 0) & counted[..., None], as_tuple=True)  # (anchor, class), p >= 0.5
+        x = self._logits[hard].float()
+        hard_loss = sigmoid_focal_loss(x, torch.zeros_like(x), self._alpha, self._gamma).sum()
+        easy = (neg_loss - hard_loss).clamp(min=0.0)
         return {
             "positives": float(self._positive.sum()) / n,
             "negatives": float(negative.sum()) / n,
             "ignored": float((~self._valid).sum()) / n,
             "neg_loss_share": float(neg_loss / total),
-            "easy_neg_loss_share": float(neg_loss / total * (easy / formula.clamp(min=1e-12)).clamp(max=1.0)),
+            "easy_neg_loss_share": float(easy / total),
         }
 
     positives = property(lambda self: self._values["positives"])
