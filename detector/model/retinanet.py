@@ -8,12 +8,13 @@ Contract:
   float in [0, 1] (normalised here) -> `HeadOutputs` with cls_logits (N, R, K), box_deltas (N, R, 4),
   anchors (R, 4) XYXY and the anchors per level.
 - `loss(outputs, gt_boxes (N, M, 4), gt_labels (N, M), gt_valid (N, M))` -> (dict of loss parts,
-  ImbalanceStats). Boxes XYXY in input pixels, labels 0..K-1.
+  ImbalanceStats): the matcher, then `criterion` (the RetinaNetLoss module). Boxes XYXY in input
+  pixels, labels 0..K-1.
 - `detect(outputs, image_sizes (N, 2))` -> per image {"boxes", "scores", "labels"} in input pixels.
 - `predict(list of (3, H_i, W_i) float tensors in [0, 1])` -> per image {"boxes" (D, 4) XYXY in that
   image's own pixels, "scores" (D,), "labels" (D,)}: resize (min_size/max_size), pad with the mean
-  colour, normalise, detect, map back: a torchvision RetinaNet's numbers (it normalises before
-  resizing and pads with 0, which is the mean colour normalised).
+  colour, normalise, detect, map back: a torchvision RetinaNet's detections (it normalises before
+  resizing, which rounds differently in the last bit, and pads with 0, the mean colour normalised).
 """
 
 from __future__ import annotations
@@ -108,8 +109,7 @@ class RetinaNet(nn.Module):
         """Resize and pad a list of (3, H_i, W_i) images in [0, 1] (`preprocess.preprocess`), for `forward`.
 
         Returns (batch (N, 3, H, W) in [0, 1], padded with the mean colour; image_sizes (N, 2) of the
-        resized images). Raises
-        ImageTooThinError for an image whose resized side would be below 1 px.
+        resized images). Raises ImageTooThinError for an image whose resized side would be below 1 px.
         """
         if not images:
             raise ValueError("predict needs at least one image")

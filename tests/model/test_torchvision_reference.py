@@ -94,3 +94,30 @@ def test_v2_weights_import_and_detect_the_same(images):
     for e, g in zip(expected, ours.predict(images)):
         assert len(e["boxes"]) > 20
         _assert_same_detections(g, e)
+
+
+def test_normalised_input_equals_torchvision_transform_and_its_zero_padding(images):
+    """predict()'s batch (resized in [0, 1], padded with the mean colour) normalised by forward's one
+    normalisation is torchvision's GeneralizedRCNNTransform batch (normalised, resized, padded with 0):
+    the padding exactly, the image within float rounding of the other order."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from detector.model import build_retinanet
+    from detector.model.preprocess import normalize
+
+    model = build_retinanet(num_classes=2, backbone="resnet18", fpn_channels=16, min_size=320, max_size=480,
+                            size_divisible=32)
+    c = model.config
+    reference = GeneralizedRCNNTransform(320, 480, list(c.image_mean), list(c.image_std), size_divisible=32).eval()
+    expected = reference(images)[0]
+    batch, sizes = model.preprocess(images)
+    got = normalize(batch, model.image_mean, model.image_std)
+    assert got.shape == expected.tensors.shape and sizes.tolist() == [list(s) for s in expected.image_sizes]
+    for i, (h, w) in enumerate(sizes.tolist()):
+        pad = torch.ones(got.shape[-2:], dtype=torch.bool)
+        pad[:h, :w] = False
+        assert pad.any() and torch.equal(got[i][:, pad], torch.zeros_like(got[i][:, pad]))
+        torch.testing.assert_close(got[i], expected.tensors[i], rtol=0, atol=1e-5)
+    # a uint8 batch is read as value / 255 before the normalisation
+    as_uint8 = (batch * 255).round().to(torch.uint8)
+    torch.testing.assert_close(model.features(as_uint8)[0], model.features(as_uint8.float() / 255)[0])
