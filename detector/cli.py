@@ -77,8 +77,25 @@ def run_cli(args: list[str]) -> int:
         def add_arguments_to_parser(self, parser) -> None:
             add_checkpoint_section(parser)
 
+        def parse_arguments(self, parser, args) -> None:
+            # --ckpt_path is read (weights_only) here: a missing, truncated or unsafe file is one line,
+            # not a traceback from inside the CLI. Lightning would then replace the model settings by
+            # the checkpoint's, dropping every --model.* given with it; the path is held back until the
+            # classes are built, so the settings given stay, checked against the checkpoint's.
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            self.held_ckpt_path = None
+            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt_path):
+                check_training_checkpoint(ckpt_path)
+                self._check_resume_settings(ckpt_path, subcommand)
+                self.held_ckpt_path = ckpt_path
+                self.config[f"{subcommand}.ckpt_path"] = None
+
         def before_instantiate_classes(self) -> None:
             subcommand = self.config.get("subcommand")
+            if self.held_ckpt_path is not None:
+                self.config[f"{subcommand}.ckpt_path"] = self.held_ckpt_path
             check_training_numbers(self.config[subcommand] if subcommand else self.config)
 
         def instantiate_trainer(self, **kwargs):
@@ -91,20 +108,8 @@ def run_cli(args: list[str]) -> int:
                 locks.append(lock_run_folder(folder))  # held until this process ends
             return trainer
 
-        def _parse_ckpt_path(self) -> None:
-            # --ckpt_path is read (weights_only) before Lightning's own reading: a missing, truncated
-            # or unsafe file is one line, not a traceback from inside the CLI
-            subcommand = self.config.get("subcommand")
-            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt_path):
-                check_training_checkpoint(ckpt_path)
-                self._parse_ckpt_hparams(ckpt_path, subcommand)
-                return
-            super()._parse_ckpt_path()
-
-        def _parse_ckpt_hparams(self, ckpt_path, subcommand: str) -> None:
-            # Lightning replaces the model settings by the checkpoint's, dropping every --model.* given
-            # with --ckpt_path; here the settings given stay, checked against the checkpoint's
+        def _check_resume_settings(self, ckpt_path, subcommand: str) -> None:
+            # the model settings given with --ckpt_path against the checkpoint's: refused or reported
             import torch
 
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")

@@ -6,7 +6,7 @@
 
 Each entry times two ways of computing the same thing, interleaved (detector.bench.timing), and
 checks that they agree:
-- matcher_<M>_boxes: the dense IoU matcher against the culled one (Matcher(cull=False / True)),
+- matcher_<M>_boxes: the dense IoU matcher against the culled one (fast_matcher.settings(cull=...)),
   batch 8, the 49,104 anchors of a 512 px image, M random boxes an image; "same": equal matches.
 - softplus: F.softplus against max(x, 0) - log(sigmoid(|x|)) from fast_focal._sigmoid_parts
   (sigmoid included), 2^18 logits.
@@ -34,7 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 from detector.bench.models import feature_sizes, random_boxes  # noqa: E402
 from detector.bench.timing import Interleaved  # noqa: E402
 from detector.model import AnchorGenerator, Matcher, classification_loss_per_anchor  # noqa: E402
-from detector.model import fast_focal  # noqa: E402
+from detector.model import fast_focal, fast_matcher  # noqa: E402
 from detector.model.fast_postprocess import top_pairs  # noqa: E402
 
 SIZE, BATCH, CLASSES = 512, 8, 91
@@ -52,7 +52,16 @@ def _anchors() -> torch.Tensor:
 def matcher_entries(box_counts: list[int], rounds: int) -> dict:
     anchors = _anchors()
     g = torch.Generator().manual_seed(0)
-    dense, culled = Matcher(cull=False), Matcher(cull=True)
+    matcher = Matcher()
+
+    def dense(*args):
+        with fast_matcher.settings(cull=False):
+            return matcher(*args)
+
+    def culled(*args):
+        with fast_matcher.settings(cull=True):
+            return matcher(*args)
+
     out = {}
     for m in box_counts:
         boxes, _ = random_boxes(BATCH, m, SIZE, g, num_classes=CLASSES)
@@ -104,7 +113,7 @@ def focal_entry(rounds: int) -> dict:
     rel = float((rule() - fast()).abs() / rule().abs())
     it = Interleaved({"rule": rule, "fast": fast}, rounds=rounds)
     return {"focal": _entry(it, "rule", "fast", shape=[BATCH, r, CLASSES], loss_sum_relative_difference=rel,
-                            fast_compiled=fast_focal.use_compiled(x, None))}
+                            fast_compiled=fast_focal.use_compiled(x))}
 
 
 def main(argv=None) -> int:

@@ -168,7 +168,7 @@ def time_training(s: BenchSettings, device: torch.device) -> TrainingRun:
 
     def step_ours(model, opt, amp):
         with _autocast(device, amp):
-            parts, _ = model.loss(model(model.normalize(images)), boxes, labels, valid)
+            parts, _ = model.loss(model(images), boxes, labels, valid)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         opt.step()
@@ -326,7 +326,7 @@ def assign_loss_case(s: BenchSettings, device: torch.device) -> dict[str, dict]:
                 torch.cuda.synchronize()
             entry["ours_first_call_s"] = time.perf_counter() - start
             # the path that ran (after the call: False if compiling failed and fast_focal fell back)
-            entry["ours_cls_loss_compiled"] = use_compiled(cls, None)
+            entry["ours_cls_loss_compiled"] = use_compiled(cls)
         it = Interleaved({"torchvision": run_tv, "ours": run_ours}, rounds=s.small_rounds, warmup=1, device=device)
         ratio = it.ratio("torchvision", "ours")
         ratios.append(ratio)

@@ -78,7 +78,7 @@ def measure_point(impl: str, boxes: int, size: int, batch: int, num_classes: int
         else:
             amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "default")
             with amp:
-                parts, _ = model.loss(model(model.normalize(images)), gt_boxes, labels, valid)
+                parts, _ = model.loss(model(images), gt_boxes, labels, valid)
             loss = parts["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,10 +6,10 @@ Shape symbols: N images, H x W their (common) size, K classes, D = detections_pe
 so that `torch.onnx.export` (TorchScript tracing) and `torch.export` keep the batch size and the
 image size dynamic:
 
-    model/preprocess.py (normalise, resize to `resized_size`, pad) -> backbone, head (level by
-    level) -> model/anchors.py (`AnchorGenerator.grid_anchors`) -> model/fast_postprocess.py
-    (`detect_padded`: top-k, decode, clip, class-wise NMS, the best D) -> `rescale_boxes` to the
-    input image's pixels.
+    model/preprocess.py (resize to `resized_size`, pad with the mean colour) -> `RetinaNet.features`
+    (normalise, backbone) -> head (level by level) -> model/anchors.py (`AnchorGenerator.grid_anchors`)
+    -> model/fast_postprocess.py (`detect_padded`: top-k, decode, clip, class-wise NMS, the best D)
+    -> `rescale_boxes` to the input image's pixels.
 
 Output layout (fixed shapes, padded):
     boxes (N, D, 4) float32 XYXY in input pixels, scores (N, D) float32, labels (N, D) int64,
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model.fast_postprocess import NO_LABEL, detect_padded, unpad
-from ..model.preprocess import dims, normalize, pad, resize
+from ..model.preprocess import dims, pad, resize
 from ..model.retinanet import RetinaNet, rescale_boxes
 
 #: Output names, in order, of the exported graphs.
@@ -47,11 +47,10 @@ class ExportableDetector(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         model, config = self.model, self.model.config
         h, w = dims(images, 2, 3)
-        x, (new_h, new_w) = resize(normalize(images, model.image_mean, model.image_std), config.min_size,
-                                   config.max_size)
-        x = pad(x, config.size_divisible)
+        x, (new_h, new_w) = resize(images, config.min_size, config.max_size)
+        x = pad(x, config.size_divisible, fill=config.image_mean)
         padded = dims(x, 2, 3)
-        features = model.backbone(x)
+        features = model.features(x)
         level_logits, level_deltas, level_anchors = [], [], []
         for level, feature in enumerate(features):  # level by level: a symbolic split is not traceable
             level_logits.append(model.head.classification_head([feature]))  # (N, Hi*Wi*A, K)

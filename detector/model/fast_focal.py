@@ -35,6 +35,7 @@ Two ways to run it, the same formulas (`_sigmoid_parts`, `_target0_terms`):
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -44,6 +45,22 @@ from torch.autograd.function import once_differentiable
 CPU_SLICE_ELEMENTS = 1 << 18
 #: Logits from which "auto" compiles on CPU: below it the one-off compile is not paid back.
 COMPILE_MIN_ELEMENTS = 1 << 22
+#: The path, module-wide (`settings` sets it for a block): True/False the compiled or the eager one,
+#: None "auto" (the module doc's rule), production's.
+COMPILED: bool | None = None
+
+
+@contextmanager
+def settings(*, compiled: bool | None = None, slice_elements: int | None = None):
+    """Within the block: COMPILED = compiled, and CPU_SLICE_ELEMENTS when given."""
+    global COMPILED, CPU_SLICE_ELEMENTS
+    saved = COMPILED, CPU_SLICE_ELEMENTS
+    COMPILED = compiled
+    CPU_SLICE_ELEMENTS = slice_elements if slice_elements is not None else CPU_SLICE_ELEMENTS
+    try:
+        yield
+    finally:
+        COMPILED, CPU_SLICE_ELEMENTS = saved
 
 
 def _sigmoid_parts(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,26 +162,25 @@ def _run_compiled(x: Tensor, labels: Tensor, alpha: float | None, gamma: float):
         return None
 
 
-def use_compiled(logits: Tensor, compiled: bool | None, need_grad: bool = True) -> bool:
-    """Whether the compiled path runs: the "auto" rule (compiled=None) of the module doc, or as
-    True/False force it; never once compiling has failed in this process (the eager path runs)."""
+def use_compiled(logits: Tensor, need_grad: bool = True) -> bool:
+    """Whether the compiled path runs: the "auto" rule of the module doc (COMPILED None), or as
+    COMPILED True/False forces it; never once compiling has failed in this process (the eager path runs)."""
     if _compiled_fused is False:
         return False
-    if compiled is not None:
-        return compiled
+    if COMPILED is not None:
+        return COMPILED
     return need_grad and logits.device.type == "cpu" and logits.numel() >= COMPILE_MIN_ELEMENTS
 
 
 class _FocalLossPerAnchor(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None, gamma: float,
-                slice_elements: int, compiled: bool | None) -> Tensor:
+    def forward(ctx, logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None, gamma: float) -> Tensor:
         n, r, k = logits.shape
         x = logits.detach().reshape(n * r, k)
         flat_labels = labels.reshape(n * r)
         need_grad = ctx.needs_input_grad[0]
-        out = _run_compiled(x, flat_labels, alpha, gamma) if use_compiled(logits, compiled, need_grad) else None
-        loss, grad = out if out is not None else _eager(x, flat_labels, alpha, gamma, slice_elements, need_grad)
+        out = _run_compiled(x, flat_labels, alpha, gamma) if use_compiled(logits, need_grad) else None
+        loss, grad = out if out is not None else _eager(x, flat_labels, alpha, gamma, CPU_SLICE_ELEMENTS, need_grad)
         invalid = torch.nonzero(~valid.reshape(n * r)).squeeze(1)
         loss[invalid] = 0.0
         if need_grad:
@@ -181,12 +197,11 @@ class _FocalLossPerAnchor(torch.autograd.Function):
             raise RuntimeError("focal_loss_per_anchor: backward through the same loss twice is not supported")
         ctx.grad = None  # computed once, scaled in place, handed over
         grad.mul_(grad_loss.reshape(-1, 1).float())
-        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None, None, None
+        return grad.view(ctx.shape).to(ctx.dtype), None, None, None, None
 
 
 def focal_loss_per_anchor(
     logits: Tensor, labels: Tensor, valid: Tensor, alpha: float | None = 0.25, gamma: float = 2.0,
-    *, slice_elements: int = CPU_SLICE_ELEMENTS, compiled: bool | None = None,
 ) -> Tensor:
     """Sigmoid focal loss summed over classes, per anchor.
 
@@ -195,12 +210,11 @@ def focal_loss_per_anchor(
         labels: (N, R) int64: the class 0..K-1 of a positive anchor, K for "no class".
         valid: (N, R) bool: False for ignored anchors, whose loss and gradient are 0.
         alpha, gamma: as `losses.sigmoid_focal_loss` (alpha=None: no weighting).
-        slice_elements: elements per slice of the eager path on CPU.
-        compiled: True/False: the torch.compile'd or the eager path; None: "auto" (module doc).
+    The path (compiled or eager, slice size): COMPILED and CPU_SLICE_ELEMENTS, see `settings`.
 
     Returns:
         (N, R) float32, differentiable w.r.t. logits: the sum over the K classes of
         sigmoid_focal_loss(logits, one_hot(labels)), 0 where not valid; equal to
         `losses.classification_loss_per_anchor`.
     """
-    return _FocalLossPerAnchor.apply(logits, labels, valid, alpha, float(gamma), slice_elements, compiled)
+    return _FocalLossPerAnchor.apply(logits, labels, valid, alpha, float(gamma))

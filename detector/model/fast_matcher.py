@@ -22,6 +22,8 @@ tests hold the two equal, bit for bit.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -37,6 +39,25 @@ CPU_MIN_BLOCK_ANCHORS = 64
 CULL_MIN_BOXES = 16
 #: Anchors of one tile of the culled path.
 CULL_TILE_ANCHORS = 256
+
+#: Switches of this path, module-wide (`settings` sets them for a block; the defaults are production's):
+#: the bound on the IoU elements computed at a time (on CPU blocks are smaller still, see
+#: CPU_BLOCK_ELEMENTS), and whether to cull (True/False), None choosing on CPU from CULL_MIN_BOXES boxes.
+MAX_CHUNK_ELEMENTS = 1 << 24
+CULL: bool | None = None
+
+
+@contextmanager
+def settings(*, cull: bool | None = None, max_chunk_elements: int | None = None):
+    """Within the block: CULL = cull (dense or culled, forced) and MAX_CHUNK_ELEMENTS when given."""
+    global CULL, MAX_CHUNK_ELEMENTS
+    saved = CULL, MAX_CHUNK_ELEMENTS
+    CULL = cull
+    MAX_CHUNK_ELEMENTS = max_chunk_elements if max_chunk_elements is not None else MAX_CHUNK_ELEMENTS
+    try:
+        yield
+    finally:
+        CULL, MAX_CHUNK_ELEMENTS = saved
 
 
 def _coords(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -76,21 +97,18 @@ def _claimed(boxes: Tensor, block_anchors: Tensor, target: Tensor) -> tuple[Tens
     return torch.nonzero(iou == target[:, None]).unbind(1)
 
 
-def best_matches(gt_boxes: Tensor, valid: Tensor, anchors: Tensor, low_quality: bool, max_chunk_elements: int = 1 << 24,
-                 cull: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def best_matches(gt_boxes: Tensor, valid: Tensor, anchors: Tensor, low_quality: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Each anchor's best IoU (N, R) and box (N, R), and the anchors claimed by the low-quality rule (N, R) bool.
 
     Args:
         gt_boxes: (N, M, 4) float32 XYXY, padded; valid: (N, M) bool, some True; anchors: (R, 4) float32.
         low_quality: compute the claims (all False otherwise).
-        max_chunk_elements: bound on the IoU elements computed at a time (on CPU blocks are smaller
-            still, see CPU_BLOCK_ELEMENTS).
-        cull: compute the IoU only for (box, anchor tile) pairs that overlap (same result); None
-            chooses: on CPU from CULL_MIN_BOXES boxes per image.
+    Dense or culled (the same result) and the block bound as CULL and MAX_CHUNK_ELEMENTS say.
     """
     n, m = valid.shape
     device = anchors.device
-    cull = cull if cull is not None else device.type == "cpu" and m >= CULL_MIN_BOXES
+    max_chunk_elements = MAX_CHUNK_ELEMENTS
+    cull = CULL if CULL is not None else device.type == "cpu" and m >= CULL_MIN_BOXES
     budget = min(max_chunk_elements, CPU_BLOCK_ELEMENTS) if device.type == "cpu" else max_chunk_elements
     if cull:
         best_iou, best_box, hits = _culled_best(gt_boxes, valid, anchors, low_quality, budget)

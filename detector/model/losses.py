@@ -20,6 +20,9 @@ fewer passes over memory; `RetinaNetLoss(implementation=...)` chooses (see confi
 OHEM (the paper's baseline): plain CE, but per image only the positives and the 3x as many
 negatives with the highest loss count.
 
+Sampling-Free's guided loss scaling (`guided_loss_scaling`, switched by the constructor's
+argument of that name) rescales the classification part after the normalisation.
+
 `RetinaNetLoss.forward` returns its parts by name ("loss_cls", "loss_box", "loss") and the
 statistics that explain the foreground/background imbalance (`ImbalanceStats`), computed only when
 read: they need host synchronisations that a step nobody logs should not pay for.
@@ -94,6 +97,19 @@ def easy_loss_per_anchor(logits: Tensor, labels: Tensor, valid: Tensor, alpha: f
         return torch.where(valid, easy, torch.zeros_like(easy))
 
 
+def guided_loss_scaling(parts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Sampling-Free's guided loss scaling (Chen et al. 2019, arXiv 1909.04868).
+
+    The classification loss is multiplied by w = loss_box / loss_cls, taken without gradient, so
+    its value equals the box loss's and its gradient is the plain loss's gradient times w: the
+    classification gradient's size follows the regression's instead of the number of negatives.
+    """
+    loss_cls, loss_box = parts["loss_cls"], parts["loss_box"]
+    scale = (loss_box / loss_cls.clamp_min(torch.finfo(loss_cls.dtype).tiny)).detach()
+    scaled = loss_cls * scale
+    return {**parts, "loss_cls": scaled, "loss": scaled + loss_box}
+
+
 def _one_hot(labels: Tensor, k: int) -> Tensor:
     """(N, R) labels -> (N, R, K) float32 targets; a label outside 0..K-1 is "no class" (all 0)."""
     return (labels[..., None] == torch.arange(k, device=labels.device)).float()
@@ -106,6 +122,8 @@ class ImbalanceStats:
     - neg_loss_share: share of the classification loss that comes from negative anchors.
     - easy_neg_loss_share: share that comes from easy negatives' classes, p_t > 0.5 (i.e. p < 0.5).
 
+    Read from the per-anchor loss the loss's forward computed: the easy part is the negatives' loss
+    less their hard classes' (logit >= 0, few), the only elements computed again (`sigmoid_focal_loss`).
     Holds the detached tensors and computes the numbers when first read (each is a host sync).
     """
 
@@ -126,19 +144,17 @@ class ImbalanceStats:
         negative = self._valid & ~self._positive  # (N, R)
         total = self._anchor_loss.sum().clamp(min=1e-12)
         neg_loss = (self._anchor_loss * negative).sum()
-        # the easy part's fraction of the negatives' loss, both from the formula, so that the easy
-        # share never exceeds the negative share by a rounding of the fast path
-        no_class = torch.full_like(self._positive, -1, dtype=torch.int64)  # a negative's classes all have target 0
-        counted = negative & self._counted
-        easy = easy_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
-        with torch.no_grad():
-            formula = classification_loss_per_anchor(self._logits, no_class, counted, self._alpha, self._gamma).sum()
+        counted = negative & self._counted  # (N, R)
+        hard = torch.nonzero((self._logits >= 0) & counted[..., None], as_tuple=True)  # (anchor, class), p >= 0.5
+        x = self._logits[hard].float()
+        hard_loss = sigmoid_focal_loss(x, torch.zeros_like(x), self._alpha, self._gamma).sum()
+        easy = (neg_loss - hard_loss).clamp(min=0.0)
         return {
             "positives": float(self._positive.sum()) / n,
             "negatives": float(negative.sum()) / n,
             "ignored": float((~self._valid).sum()) / n,
             "neg_loss_share": float(neg_loss / total),
-            "easy_neg_loss_share": float(neg_loss / total * (easy / formula.clamp(min=1e-12)).clamp(max=1.0)),
+            "easy_neg_loss_share": float(easy / total),
         }
 
     positives = property(lambda self: self._values["positives"])
@@ -166,6 +182,7 @@ class RetinaNetLoss(nn.Module):
         normalizer_momentum: None divides by the batch's positives; m in (0, 1) divides by an EMA
             norm <- m * norm + (1 - m) * positives (detectron2 uses 0.9).
         box_coder: the coder that turns matched boxes into regression targets.
+        guided_loss_scaling: scale the classification part by `guided_loss_scaling` (Sampling-Free).
         implementation: "reference" computes the classification loss with
             `classification_loss_per_anchor`, "fast" with `fast_focal.focal_loss_per_anchor` (equal).
     """
@@ -173,7 +190,8 @@ class RetinaNetLoss(nn.Module):
     def __init__(
         self, num_classes: int, *, cls_loss: str = "focal", alpha: float | None = 0.25, gamma: float = 2.0,
         ohem_neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", smooth_l1_beta: float = 0.1,
-        normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None, implementation: str = "fast",
+        normalizer_momentum: float | None = None, box_coder: BoxCoder | None = None,
+        guided_loss_scaling: bool = False, implementation: str = "fast",
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -197,6 +215,7 @@ class RetinaNetLoss(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.normalizer_momentum = normalizer_momentum
         self.box_coder = box_coder or BoxCoder()
+        self.guided_loss_scaling = guided_loss_scaling
         self.implementation = implementation
         self.register_buffer("ema_positives", torch.tensor(100.0), persistent=True)
 
@@ -273,6 +292,8 @@ class RetinaNetLoss(nn.Module):
                     detail = "the head's box deltas are not finite"
                 raise NonFiniteLossError(name, detail)
         parts["loss"] = loss_cls + loss_box
+        if self.guided_loss_scaling:
+            parts = guided_loss_scaling(parts)
         return parts, ImbalanceStats(cls_logits, anchor_loss, positive, valid, counted, self.alpha, self.gamma)
 
     def _ohem_keep(self, anchor_loss: Tensor, positive: Tensor, valid: Tensor) -> Tensor:

@@ -58,13 +58,13 @@ class Matcher:
         bg_iou: IoU below which an anchor is background.
         allow_low_quality_matches: let each box claim its best anchors whatever their IoU.
         implementation: "reference" runs `match_anchors`; "fast" runs `fast_matcher.best_matches`
-            (the same matches, without the whole IoU matrix in memory).
-        max_chunk_elements, cull: settings of the fast path, see `fast_matcher.best_matches`.
+            (the same matches, without the whole IoU matrix in memory; its switches:
+            `fast_matcher.settings`).
     """
 
     def __init__(
         self, fg_iou: float = 0.5, bg_iou: float = 0.4, allow_low_quality_matches: bool = True, *,
-        implementation: str = "fast", max_chunk_elements: int = 1 << 24, cull: bool | None = None,
+        implementation: str = "fast",
     ) -> None:
         if not 0.0 <= bg_iou <= fg_iou <= 1.0:
             raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou}, fg_iou={fg_iou}")
@@ -74,8 +74,6 @@ class Matcher:
         self.bg_iou = bg_iou
         self.allow_low_quality_matches = allow_low_quality_matches
         self.implementation = implementation
-        self.max_chunk_elements = max_chunk_elements
-        self.cull = cull
 
     @torch.no_grad()
     def __call__(self, gt_boxes: Tensor, valid: Tensor, anchors: Tensor) -> Tensor:
@@ -96,5 +94,5 @@ class Matcher:
         if self.implementation == "reference":
             return match_anchors(gt_boxes, valid, anchors, self.fg_iou, self.bg_iou, self.allow_low_quality_matches)
         best_iou, best_box, claimed = best_matches(gt_boxes.float(), valid, anchors.float(),
-                                                   self.allow_low_quality_matches, self.max_chunk_elements, self.cull)
+                                                   self.allow_low_quality_matches)
         return label_anchors(best_iou, best_box, claimed, self.fg_iou, self.bg_iou)

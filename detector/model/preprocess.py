@@ -1,4 +1,4 @@
-"""From pixels to the network's input: the one size rule, normalisation, resize and padding.
+"""From pixels to the network's input: the one size rule, resize, padding and normalisation.
 
 Shape symbols: N images, H x W an input's size, h' x w' its resized size, H' x W' the padded batch.
 
@@ -93,24 +93,31 @@ def padded_size(h, w, size_divisible: int):
         (w + size_divisible - 1) // size_divisible * size_divisible
 
 
-def pad(images: Tensor, size_divisible: int) -> Tensor:
-    """(N, 3, h', w') -> (N, 3, H', W') zero-padded at the bottom and right."""
+def pad_to(images: Tensor, size, fill) -> Tensor:
+    """(N, 3, h', w') -> (N, 3, H', W') = size, filled with the colour `fill` (3 floats) at the bottom and right."""
     h, w = dims(images, 2, 3)
-    pad_h, pad_w = padded_size(h, w, size_divisible)
-    return F.pad(images, (0, pad_w - w, 0, pad_h - h))
+    border = (0, size[1] - w, 0, size[0] - h)
+    # channel by channel: F.pad takes one constant, and a constant keeps the graph traceable
+    return torch.cat([F.pad(images[:, c : c + 1], border, value=float(fill[c])) for c in range(3)], dim=1)
 
 
-def preprocess(images: list[Tensor], mean: Tensor, std: Tensor, min_size: int, max_size: int,
-               size_divisible: int) -> tuple[Tensor, Tensor]:
-    """Normalise, resize and pad (3, H_i, W_i) images of any sizes into one batch.
+def pad(images: Tensor, size_divisible: int, fill) -> Tensor:
+    """(N, 3, h', w') -> (N, 3, H', W') padded to a multiple of size_divisible with the colour `fill`."""
+    h, w = dims(images, 2, 3)
+    return pad_to(images, padded_size(h, w, size_divisible), fill)
 
+
+def preprocess(images: list[Tensor], min_size: int, max_size: int, size_divisible: int,
+               fill) -> tuple[Tensor, Tensor]:
+    """Resize and pad (3, H_i, W_i) images in [0, 1] of any sizes into one batch in [0, 1].
+
+    The padding is the colour `fill` (the model's image_mean, 3 floats), which the model's own
+    normalisation maps to exactly 0: the padding torchvision gives by normalising first.
     Returns the batch (N, 3, H', W') and image_sizes (N, 2) int64, each image's (h', w') before padding.
     An image of ONNX's or torch.export's graph is the case N = 1 of this, or a batch of one size.
     """
-    resized = [resize(normalize(image[None], mean, std), min_size, max_size)[0] for image in images]
+    resized = [resize(image[None], min_size, max_size)[0] for image in images]
     sizes = torch.tensor([tuple(r.shape[-2:]) for r in resized], dtype=torch.int64)
-    pad_h, pad_w = padded_size(*(int(s) for s in sizes.max(dim=0).values), size_divisible)
-    batch = resized[0].new_zeros((len(resized), 3, pad_h, pad_w))
-    for r, out in zip(resized, batch):
-        out[:, : r.shape[2], : r.shape[3]].copy_(r[0])
+    size = padded_size(*(int(s) for s in sizes.max(dim=0).values), size_divisible)
+    batch = torch.cat([pad_to(r, size, fill) for r in resized])
     return batch, sizes.to(batch.device)

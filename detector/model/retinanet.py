@@ -4,15 +4,17 @@ Shape symbols: N images, R anchors, K classes, M ground-truth boxes per image (p
 L = 5 levels (P3-P7).
 
 Contract:
-- `forward(images)`: normalised, padded images (N, 3, H, W) -> `HeadOutputs` with cls_logits
-  (N, R, K), box_deltas (N, R, 4), anchors (R, 4) XYXY and the anchors per level.
+- `forward(images)`: padded images (N, 3, H, W) as the pipeline gives them, uint8 in [0, 255] or
+  float in [0, 1] (normalised here) -> `HeadOutputs` with cls_logits (N, R, K), box_deltas (N, R, 4),
+  anchors (R, 4) XYXY and the anchors per level.
 - `loss(outputs, gt_boxes (N, M, 4), gt_labels (N, M), gt_valid (N, M))` -> (dict of loss parts,
-  ImbalanceStats). Boxes XYXY in input pixels, labels 0..K-1.
+  ImbalanceStats): the matcher, then `criterion` (the RetinaNetLoss module). Boxes XYXY in input
+  pixels, labels 0..K-1.
 - `detect(outputs, image_sizes (N, 2))` -> per image {"boxes", "scores", "labels"} in input pixels.
 - `predict(list of (3, H_i, W_i) float tensors in [0, 1])` -> per image {"boxes" (D, 4) XYXY in that
-  image's own pixels, "scores" (D,), "labels" (D,)}: resize (min_size/max_size), normalise, pad,
-  detect, map back. This is also the path a torchvision RetinaNet takes, step for step.
-- `normalize(images)`: uint8 [0, 255] or float [0, 1] (N, 3, H, W) -> normalised float.
+  image's own pixels, "scores" (D,), "labels" (D,)}: resize (min_size/max_size), pad with the mean
+  colour, normalise, detect, map back: a torchvision RetinaNet's detections (it normalises before
+  resizing, which rounds differently in the last bit, and pads with 0, the mean colour normalised).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class RetinaNet(nn.Module):
 
     def __init__(
         self, *, config: RetinaNetConfig, backbone: nn.Module, head: nn.Module, anchor_generator: AnchorGenerator,
-        matcher: Matcher, loss: RetinaNetLoss, postprocessor: PostProcessor,
+        matcher: Matcher, criterion: RetinaNetLoss, postprocessor: PostProcessor,
     ) -> None:
         super().__init__()
         self.config = config
@@ -57,7 +59,7 @@ class RetinaNet(nn.Module):
         self.head = head
         self.anchor_generator = anchor_generator
         self.matcher = matcher
-        self.criterion = loss
+        self.criterion = criterion
         self.postprocessor = postprocessor
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
@@ -66,19 +68,21 @@ class RetinaNet(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def normalize(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> float, ImageNet-normalised."""
-        return normalize(images, self.image_mean, self.image_std)
-
-    def forward(self, images: Tensor) -> HeadOutputs:
-        """Head outputs and anchors for normalised, padded images (N, 3, H, W).
+    def features(self, images: Tensor) -> list[Tensor]:
+        """FPN features P3..P7, each (N, C, Hi, Wi), of padded images (N, 3, H, W), uint8 in [0, 255]
+        or float in [0, 1]: the one place the input is normalised (ImageNet mean and std).
 
         A model moved to channels_last (model.to(memory_format=torch.channels_last)) gets its
         input in that format too.
         """
+        x = normalize(images, self.image_mean, self.image_std)
         if next(self.backbone.parameters()).is_contiguous(memory_format=torch.channels_last):
-            images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(images)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def forward(self, images: Tensor) -> HeadOutputs:
+        """Head outputs and anchors for padded images (N, 3, H, W), uint8 in [0, 255] or float in [0, 1]."""
+        features = self.features(images)
         cls_logits, box_deltas = self.head(features)
         feature_sizes = [tuple(f.shape[-2:]) for f in features]
         anchors = self.anchor_generator(tuple(images.shape[-2:]), feature_sizes, device=images.device)
@@ -87,14 +91,10 @@ class RetinaNet(nn.Module):
     def loss(
         self, outputs: HeadOutputs, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor
     ) -> tuple[dict[str, Tensor], ImbalanceStats]:
-        """Loss parts ("loss_cls", "loss_box", "loss") and imbalance statistics; see RetinaNetLoss."""
+        """Loss parts ("loss_cls", "loss_box", "loss") and imbalance statistics: the matcher's matches
+        scored by `criterion` (RetinaNetLoss)."""
         matches = self.matcher(gt_boxes, gt_valid, outputs.anchors)  # (N, R)
-        parts, stats = self.criterion(
-            outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels
-        )
-        if self.config.guided_loss_scaling:
-            parts = guided_loss_scaling(parts)
-        return parts, stats
+        return self.criterion(outputs.cls_logits, outputs.box_deltas, outputs.anchors, matches, gt_boxes, gt_labels)
 
     def detect(self, outputs: HeadOutputs, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         """Detections per image in input pixels, clipped to image_sizes (N, 2) (h, w)."""
@@ -102,28 +102,14 @@ class RetinaNet(nn.Module):
             outputs.cls_logits, outputs.box_deltas, outputs.anchors, outputs.num_anchors_per_level, image_sizes
         )
 
-    @torch.no_grad()
-    def detect_batch(self, images: Tensor, image_sizes: Tensor, orig_sizes: Tensor) -> list[dict[str, Tensor]]:
-        """Detections in original-image pixels for a collated batch.
-
-        Args:
-            images: (N, 3, H, W) uint8 or [0, 1] float, resized by the data pipeline and padded.
-            image_sizes: (N, 2) (h, w) of each resized image before padding.
-            orig_sizes: (N, 2) (h, w) of each original image.
-        """
-        detections = self.detect(self(self.normalize(images)), image_sizes)
-        for det, size, orig in zip(detections, image_sizes.tolist(), orig_sizes.tolist()):
-            det["boxes"] = rescale_boxes(det["boxes"], from_size=size, to_size=orig)
-        return detections
-
     # ----------------------------------------------------------------------------------------
     # Inference on raw images of any size.
 
     def preprocess(self, images: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Normalise, resize and pad a list of (3, H_i, W_i) images in [0, 1] (`preprocess.preprocess`).
+        """Resize and pad a list of (3, H_i, W_i) images in [0, 1] (`preprocess.preprocess`), for `forward`.
 
-        Returns (batch (N, 3, H, W), image_sizes (N, 2) of the resized images). Raises
-        ImageTooThinError for an image whose resized side would be below 1 px.
+        Returns (batch (N, 3, H, W) in [0, 1], padded with the mean colour; image_sizes (N, 2) of the
+        resized images). Raises ImageTooThinError for an image whose resized side would be below 1 px.
         """
         if not images:
             raise ValueError("predict needs at least one image")
@@ -133,7 +119,7 @@ class RetinaNet(nn.Module):
             if not image.is_floating_point():
                 raise ValueError(f"image {i}: expected a float tensor in [0, 1], got {image.dtype}")
         c = self.config
-        return preprocess(images, self.image_mean, self.image_std, c.min_size, c.max_size, c.size_divisible)
+        return preprocess(images, c.min_size, c.max_size, c.size_divisible, fill=c.image_mean)
 
     @torch.no_grad()
     def predict(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -150,19 +136,6 @@ class RetinaNet(nn.Module):
         for det, img, size in zip(detections, images, sizes.tolist()):
             det["boxes"] = rescale_boxes(det["boxes"], from_size=size, to_size=img.shape[-2:])
         return detections
-
-
-def guided_loss_scaling(parts: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Sampling-Free's guided loss scaling (Chen et al. 2019, arXiv 1909.04868).
-
-    The classification loss is multiplied by w = loss_box / loss_cls, taken without gradient, so
-    its value equals the box loss's and its gradient is the plain loss's gradient times w: the
-    classification gradient's size follows the regression's instead of the number of negatives.
-    """
-    loss_cls, loss_box = parts["loss_cls"], parts["loss_box"]
-    scale = (loss_box / loss_cls.clamp_min(torch.finfo(loss_cls.dtype).tiny)).detach()
-    scaled = loss_cls * scale
-    return {**parts, "loss_cls": scaled, "loss": scaled + loss_box}
 
 
 def rescale_boxes(boxes: Tensor, from_size, to_size) -> Tensor:
@@ -196,11 +169,11 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
         config.fpn_channels, anchor_generator.num_anchors_per_location, config.num_classes,
         num_convs=config.head_convs, group_norm=config.head_group_norm, prior_prob=config.prior_prob,
     )
-    loss = RetinaNetLoss(
+    criterion = RetinaNetLoss(
         config.num_classes, cls_loss=config.cls_loss, alpha=config.alpha, gamma=config.gamma,
         ohem_neg_pos_ratio=config.ohem_neg_pos_ratio, box_loss=config.box_loss,
         smooth_l1_beta=config.smooth_l1_beta, normalizer_momentum=config.normalizer_momentum, box_coder=box_coder,
-        implementation=config.implementation,
+        guided_loss_scaling=config.guided_loss_scaling, implementation=config.implementation,
     )
     postprocessor = PostProcessor(
         score_thresh=config.score_thresh, topk_candidates=config.topk_candidates, nms_thresh=config.nms_thresh,
@@ -210,5 +183,5 @@ def build_retinanet(config: RetinaNetConfig | None = None, **overrides) -> Retin
                       implementation=config.implementation)
     return RetinaNet(
         config=config, backbone=backbone, head=head, anchor_generator=anchor_generator, matcher=matcher,
-        loss=loss, postprocessor=postprocessor,
+        criterion=criterion, postprocessor=postprocessor,
     )

@@ -59,7 +59,7 @@ def collect_signed_logits(model, loader, max_images: int | None = None) -> dict[
             take = len(batch["images"]) if max_images is None else min(len(batch["images"]), max_images - seen)
             images = batch["images"][:take].to(device)
             boxes, labels, valid = (batch[k][:take].to(device) for k in ("boxes", "labels", "valid"))
-            outputs = model(model.normalize(images))
+            outputs = model(images)
             logits = outputs.cls_logits.float()  # (N, R, K)
             matches = model.matcher(boxes, valid, outputs.anchors)  # (N, R)
             positive = matches >= 0  # (N, R)

@@ -78,7 +78,8 @@ class ValidationFigureLogger(L.Callback):
 
 class Checkpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint (same arguments), with `save_last` writing last.ckpt after every
-    validation (or training epoch, whichever the callback saves on) and at the end of training.
+    validation (or training epoch, whichever the callback saves on) and at the end of training,
+    unless a checkpoint was written at that step already.
 
     Lightning (2.6) writes last.ckpt there only when a top-k checkpoint was written at the same
     step, and at the end only when it never wrote one: with `monitor: val/AP`, a run whose AP
@@ -86,21 +87,47 @@ class Checkpoint(ModelCheckpoint):
     from.
     """
 
+    def __init__(self, *args, save_on_train_epoch_end: bool | None = None, **kwargs) -> None:
+        super().__init__(*args, save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
+        self.save_on_train_epoch_end = save_on_train_epoch_end
+        self.saved_step: int | None = None  # the global step of the last checkpoint written in this process
+
+    def saves_on_train_epoch_end(self, trainer) -> bool:
+        """Whether ModelCheckpoint saves at a training epoch's end rather than after validation: its
+        rule (save_on_train_epoch_end, else at the epoch's end when validation runs there or never),
+        read from the trainer's public validation schedule."""
+        if self.save_on_train_epoch_end is not None:
+            return self.save_on_train_epoch_end
+        if trainer.check_val_every_n_epoch != 1:
+            return False
+        batches = trainer.num_val_batches
+        if (sum(batches) if isinstance(batches, list) else batches) == 0:
+            return True
+        return trainer.val_check_interval == 1.0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        self.saved_step = trainer.global_step  # every trainer.save_checkpoint passes here
+
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         self._save_last_if_missed(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        if self.saves_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
+        if not self.saves_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
     def _save_last_if_missed(self, trainer) -> None:
-        # _should_skip_saving_checkpoint is also true when a checkpoint was written at this step
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not self.save_last or trainer.state.fn != "fit" or trainer.sanity_checking or trainer.fast_dev_run \
+                or self.saved_step == trainer.global_step:
+            return
+        metrics = {**trainer.callback_metrics, "epoch": trainer.current_epoch, "step": trainer.global_step}
+        # set before saving: the path is part of this callback's state in the checkpoint
+        self.last_model_path = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
+        trainer.save_checkpoint(self.last_model_path, self.save_weights_only)

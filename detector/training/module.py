@@ -137,7 +137,7 @@ class RetinaNetModule(L.LightningModule):
         return [WarmupEMA(self.ema_decay, self.ema_tau, device=self.trainer.strategy.root_device)]
 
     def forward(self, images):
-        return self.model(self.model.normalize(images))
+        return self.model(images)
 
     def on_fit_start(self) -> None:
         """One line when the anchors reach too few training boxes (detector/check_data.py)."""

@@ -22,6 +22,12 @@ needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "
                                reason="torch.compile on CPU needs a C++ compiler")
 
 
+def _loss(*args, **path):
+    """focal_loss_per_anchor on the path `path` names (fast_focal.settings: compiled, slice_elements)."""
+    with focal.settings(**path):
+        return focal_loss_per_anchor(*args)
+
+
 def _case(n=3, r=257, k=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(n, r, k, generator=g) * 4
@@ -51,7 +57,7 @@ def _assert_equals_torchvision(alpha, gamma, **path):
     with the `path` keywords against torchvision's element-wise loss summed over classes."""
     logits, labels, valid = _case()
     x = logits.clone().requires_grad_()
-    loss = focal_loss_per_anchor(x, labels, valid, alpha, gamma, **path)
+    loss = _loss(x, labels, valid, alpha, gamma, **path)
     easy = easy_loss_per_anchor(x, labels, valid, alpha, gamma)  # computed apart from the loss
     weights = torch.rand_like(loss)  # a non-uniform upstream gradient
     (grad,) = torch.autograd.grad((loss * weights).sum(), x)
@@ -106,7 +112,7 @@ def test_compiled_under_bf16_autocast_with_bf16_logits():
     logits, labels, valid = _case(r=64)
     x = logits.bfloat16().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = focal_loss_per_anchor(x, labels, valid, compiled=True)
+        loss = _loss(x, labels, valid, compiled=True)
     assert callable(focal._compiled_fused)
     loss.sum().backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
@@ -120,10 +126,13 @@ def test_compiled_under_bf16_autocast_with_bf16_logits():
 def test_auto_compiles_large_cpu_training_blocks_only():
     big = torch.empty(1, focal.COMPILE_MIN_ELEMENTS, 1)
     small = torch.empty(1, focal.COMPILE_MIN_ELEMENTS - 1, 1)
-    assert focal.use_compiled(big, None) and not focal.use_compiled(small, None)
-    assert not focal.use_compiled(big, None, need_grad=False)  # no gradient: the eager path skips it
-    assert not focal.use_compiled(big.to("meta"), None)  # only CPU by default
-    assert focal.use_compiled(small, True) and not focal.use_compiled(big, False)
+    assert focal.use_compiled(big) and not focal.use_compiled(small)
+    assert not focal.use_compiled(big, need_grad=False)  # no gradient: the eager path skips it
+    assert not focal.use_compiled(big.to("meta"))  # only CPU by default
+    with focal.settings(compiled=True):
+        assert focal.use_compiled(small)
+    with focal.settings(compiled=False):
+        assert not focal.use_compiled(big)
 
 
 def test_a_failing_compiler_warns_once_and_the_eager_path_gives_the_same(monkeypatch):
@@ -136,14 +145,15 @@ def test_a_failing_compiler_warns_once_and_the_eager_path_gives_the_same(monkeyp
     monkeypatch.setattr(torch, "compile", broken_compile)
     logits, labels, valid = _case()
     with pytest.warns(RuntimeWarning, match="torch.compile failed, using the eager path.*InvalidCxxCompiler"):
-        loss = focal_loss_per_anchor(logits, labels, valid, compiled=True)
+        loss = _loss(logits, labels, valid, compiled=True)
     assert focal._compiled_fused is False
-    assert not focal.use_compiled(logits, True)  # from now on the eager path, even when asked
-    eager = focal_loss_per_anchor(logits, labels, valid, compiled=False)
+    with focal.settings(compiled=True):
+        assert not focal.use_compiled(logits)  # from now on the eager path, even when asked
+    eager = _loss(logits, labels, valid, compiled=False)
     assert torch.equal(loss, eager)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
-        focal_loss_per_anchor(logits, labels, valid, compiled=True)
+        _loss(logits, labels, valid, compiled=True)
 
 
 @pytest.mark.parametrize("alpha, gamma, compiled", [(0.25, 2.0, False), (None, 0.0, False), (0.25, 5.0, False),
@@ -157,7 +167,7 @@ def test_extreme_logits_against_float64(alpha, gamma, compiled):
     labels[0, ::7] = 0
     valid = torch.ones(1, x.shape[1], dtype=torch.bool)
     xg = x.clone().requires_grad_()
-    loss = focal_loss_per_anchor(xg, labels, valid, alpha, gamma, compiled=compiled)
+    loss = _loss(xg, labels, valid, alpha, gamma, compiled=compiled)
     assert callable(focal._compiled_fused) or not compiled
     loss.sum().backward()
     y = x.double().requires_grad_()
@@ -174,8 +184,8 @@ def test_labels_outside_0_to_k_minus_1_are_background_on_both_paths():
     odd = labels.clone()
     odd[labels == k] = -1  # not a class: background, as K is (never class K-1 by wrap-around)
     for compiled in (False, True):
-        loss, easy = focal_loss_per_anchor(logits, odd, valid, compiled=compiled), easy_loss_per_anchor(logits, odd, valid)
-        ref, ref_easy = (focal_loss_per_anchor(logits, labels, valid, compiled=compiled),
+        loss, easy = _loss(logits, odd, valid, compiled=compiled), easy_loss_per_anchor(logits, odd, valid)
+        ref, ref_easy = (_loss(logits, labels, valid, compiled=compiled),
                          easy_loss_per_anchor(logits, labels, valid))
         torch.testing.assert_close(loss, ref, rtol=1e-6, atol=0)
         torch.testing.assert_close(easy, ref_easy, rtol=1e-6, atol=0)

@@ -192,3 +192,51 @@ def test_easy_share_never_exceeds_the_negative_share(Loss):
     assert stats.neg_loss_share == pytest.approx(1.0)
     assert stats.easy_neg_loss_share <= stats.neg_loss_share
     assert stats.easy_neg_loss_share == pytest.approx(1.0, rel=1e-6)
+
+
+def test_focal_imbalance_statistics_from_the_formula_by_hand(Loss):
+    """Counts and shares against the focal formula written out element by element in float64."""
+    anchors, gt_boxes, gt_labels, matches = _setup()
+    logits = torch.tensor([[[-2.0, -1.0, 0.5], [0.2, -3.0, -0.5], [-1.5, 1.0, -2.5], [4.0, 4.0, 4.0]],
+                           [[-0.3, 0.0, -4.0], [1.5, -1.0, -2.0], [-2.0, 0.7, 0.3], [2.0, -0.1, -6.0]]])
+    _, stats = Loss(3, alpha=0.25, gamma=2.0)(logits, torch.zeros(2, 4, 4), anchors, matches, gt_boxes, gt_labels)
+    kind = {(0, 0): 2, (1, 1): 0, (1, 2): 1, (0, 3): None}  # positive anchors' classes; anchor (0, 3) ignored
+    total = neg = easy = 0.0
+    for i in range(2):
+        for r in range(4):
+            if (i, r) in kind and kind[(i, r)] is None:
+                continue
+            for c in range(3):
+                x = logits[i, r, c].item()
+                p = 1 / (1 + math.exp(-x))
+                target = 1 if kind.get((i, r)) == c else 0
+                p_t = p if target else 1 - p
+                term = (0.25 if target else 0.75) * (1 - p_t) ** 2 * -math.log(p_t)
+                total += term
+                if (i, r) not in kind:
+                    neg += term
+                    easy += term if x < 0 else 0.0
+    assert (stats.positives, stats.negatives, stats.ignored) == (1.5, 2.0, 0.5)
+    assert stats.neg_loss_share == pytest.approx(neg / total, rel=1e-5)
+    assert stats.easy_neg_loss_share == pytest.approx(easy / total, rel=1e-5)
+    assert 0 < stats.easy_neg_loss_share < stats.neg_loss_share  # both kinds of negatives present
+
+
+def test_guided_loss_scaling_in_the_loss_from_the_formula(Loss):
+    """Sampling-Free: loss_cls becomes w * plain loss_cls with w = loss_box / loss_cls taken as a
+    constant, so its value is the box loss's and its gradient the plain one's times w."""
+    anchors, gt_boxes, gt_labels, matches = _setup()
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 4, 3, generator=g)
+    deltas = torch.randn(2, 4, 4, generator=g) * 0.3
+    plain_logits, guided_logits = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    plain, _ = Loss(3, cls_loss="ce", alpha=None)(plain_logits, deltas, anchors, matches, gt_boxes, gt_labels)
+    guided, _ = Loss(3, cls_loss="ce", alpha=None, guided_loss_scaling=True)(
+        guided_logits, deltas, anchors, matches, gt_boxes, gt_labels)
+    w = plain["loss_box"].item() / plain["loss_cls"].item()
+    assert guided["loss_box"].item() == pytest.approx(plain["loss_box"].item(), rel=1e-6)
+    assert guided["loss_cls"].item() == pytest.approx(plain["loss_cls"].item() * w, rel=1e-5)
+    assert guided["loss"].item() == pytest.approx(2 * plain["loss_box"].item(), rel=1e-5)
+    guided["loss"].backward()
+    plain["loss_cls"].backward()
+    torch.testing.assert_close(guided_logits.grad, w * plain_logits.grad, rtol=1e-5, atol=1e-7)

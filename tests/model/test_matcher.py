@@ -5,7 +5,7 @@ import torch
 from torchvision.models.detection._utils import Matcher as TVMatcher
 from torchvision.ops import box_iou
 
-from detector.model import BACKGROUND, IGNORE, IMPLEMENTATIONS, Matcher
+from detector.model import BACKGROUND, IGNORE, IMPLEMENTATIONS, Matcher, fast_matcher
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -65,7 +65,8 @@ def test_equals_torchvision_matcher_per_image_and_chunking_changes_nothing(Impl)
         gt[i, :c] = _random_boxes(c, g)
         valid[i, :c] = True
     ours = Impl()(gt, valid, anchors)
-    chunked = Impl(max_chunk_elements=3 * m * 128)(gt, valid, anchors)
+    with fast_matcher.settings(max_chunk_elements=3 * m * 128):
+        chunked = Impl()(gt, valid, anchors)
     assert torch.equal(ours, chunked)
     tv = TVMatcher(0.5, 0.4, allow_low_quality_matches=True)
     for i, c in enumerate(counts):
@@ -84,6 +85,16 @@ def _pyramid_anchors(image_size=256):
     images = ImageList(torch.zeros(1, 3, image_size, image_size), [(image_size, image_size)])
     features = [torch.zeros(1, 1, image_size // s, image_size // s) for s in (8, 16, 32, 64, 128)]
     return generator(images, features)[0]
+
+
+def _culled(matcher, *args):
+    with fast_matcher.settings(cull=True):
+        return matcher(*args)
+
+
+def _dense(matcher, *args):
+    with fast_matcher.settings(cull=False):
+        return matcher(*args)
 
 
 def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cases():
@@ -105,8 +116,8 @@ def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cas
     gt[2, 40:] = anchors[:80]  # padding that sits on anchors never matches
 
     tv = TVMatcher(0.5, 0.4, allow_low_quality_matches=True)
-    culled = Matcher(cull=True)(gt, valid, anchors)
-    assert torch.equal(culled, Matcher(cull=False)(gt, valid, anchors))
+    culled = _culled(Matcher(), gt, valid, anchors)
+    assert torch.equal(culled, _dense(Matcher(), gt, valid, anchors))
     assert torch.equal(culled, Matcher(implementation="reference")(gt, valid, anchors))
     for i in range(n):
         c = int(valid[i].sum())
@@ -128,18 +139,18 @@ def test_culled_iou_equals_torchvision_matcher_with_many_boxes_ties_and_edge_cas
     # fg_iou = bg_iou = 0: every anchor is foreground, even those that overlap nothing
     # (matched to the first valid box, as the dense max over all-zero IoUs does).
     loose = dict(fg_iou=0.0, bg_iou=0.0, allow_low_quality_matches=False)
-    assert torch.equal(Matcher(cull=True, **loose)(gt, valid, anchors), Matcher(cull=False, **loose)(gt, valid, anchors))
-    assert torch.equal(Matcher(cull=True, **loose)(gt, valid, anchors),
+    assert torch.equal(_culled(Matcher(**loose), gt, valid, anchors), _dense(Matcher(**loose), gt, valid, anchors))
+    assert torch.equal(_culled(Matcher(**loose), gt, valid, anchors),
                        Matcher(implementation="reference", **loose)(gt, valid, anchors))
     strict = dict(allow_low_quality_matches=False)
-    assert torch.equal(Matcher(cull=True, **strict)(gt, valid, anchors), Matcher(cull=False, **strict)(gt, valid, anchors))
-    assert torch.equal(Matcher(cull=True, **strict)(gt, valid, anchors),
+    assert torch.equal(_culled(Matcher(**strict), gt, valid, anchors), _dense(Matcher(**strict), gt, valid, anchors))
+    assert torch.equal(_culled(Matcher(**strict), gt, valid, anchors),
                        Matcher(implementation="reference", **strict)(gt, valid, anchors))
 
 
 def test_culled_path_with_no_box_near_any_anchor():
     anchors = _pyramid_anchors(128)
     gt = torch.tensor([[[9000.0, 9000.0, 9100.0, 9100.0]] * 20])
-    matches = Matcher(cull=True)(gt, torch.ones(1, 20, dtype=torch.bool), anchors)
+    matches = _culled(Matcher(), gt, torch.ones(1, 20, dtype=torch.bool), anchors)
     assert (matches == BACKGROUND).all()
     assert torch.equal(matches, Matcher(implementation="reference")(gt, torch.ones(1, 20, dtype=torch.bool), anchors))

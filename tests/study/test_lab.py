@@ -16,7 +16,7 @@ from torchvision.models.detection._utils import Matcher as TorchvisionMatcher
 from torchvision.ops import box_iou
 
 from detector.model import RetinaNetConfig, build_retinanet
-from detector.model.retinanet import guided_loss_scaling
+from detector.model.losses import guided_loss_scaling
 from detector.study.first_step import loss_at_prior
 from detector.study.plan import LabError, build_lab
 from detector.study.cells import best_cells, best_of_grid, gap
@@ -62,8 +62,8 @@ def test_a_guided_model_scales_its_classification_loss_to_the_box_loss():
     images = torch.rand(2, 3, 128, 128)
     boxes = torch.tensor([[[10.0, 10.0, 50.0, 60.0]], [[30.0, 40.0, 90.0, 100.0]]])
     labels, valid = torch.tensor([[0], [2]]), torch.ones(2, 1, dtype=torch.bool)
-    p_parts, _ = plain.loss(plain(plain.normalize(images)), boxes, labels, valid)
-    g_parts, _ = guided.loss(guided(guided.normalize(images)), boxes, labels, valid)
+    p_parts, _ = plain.loss(plain(images), boxes, labels, valid)
+    g_parts, _ = guided.loss(guided(images), boxes, labels, valid)
     assert g_parts["loss_box"].item() == pytest.approx(p_parts["loss_box"].item(), rel=1e-5)
     assert g_parts["loss_cls"].item() == pytest.approx(p_parts["loss_box"].item(), rel=1e-5)
     g_parts["loss_cls"].backward()
@@ -119,7 +119,7 @@ def test_anchor_statistics_count_what_torchvisions_matcher_counts(tmp_path):
     pos = neg = ign = 0
     for i in range(len(dm.eval_dataset("val"))):
         batch = next(iter(dm.eval_dataloader(torch.utils.data.Subset(dm.eval_dataset("val"), [i]))))
-        anchors = model(model.normalize(batch["images"])).anchors
+        anchors = model(batch["images"]).anchors
         gt = batch["boxes"][0][batch["valid"][0]]
         m = matcher(box_iou(gt, anchors)) if len(gt) else torch.full((len(anchors),), -1)
         pos, neg, ign = pos + int((m >= 0).sum()), neg + int((m == -1).sum()), ign + int((m == -2).sum())

@@ -7,6 +7,7 @@ from detector.data import COCODetection
 from detector.data.collate import DetectionCollator
 from detector.data.transforms import build_transforms
 from detector.evaluation import CocoDetectionAccumulator
+from detector.evaluation.inference import detect_collated
 from detector.model import build_retinanet
 
 
@@ -18,17 +19,18 @@ def test_overfit_two_images(tiny_synthetic):
     batch = DetectionCollator(128)([dataset[0], dataset[1]])
     assert batch["valid"].sum() >= 2
     model = build_retinanet(num_classes=dataset.num_classes, backbone="resnet18", fpn_channels=32, head_convs=2,
-                            anchor_sizes=(16, 32, 64, 128, 256), head_group_norm=True)
+                            anchor_sizes=(16, 32, 64, 128, 256), head_group_norm=True,
+                            min_size=128, max_size=128)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     model.train()
     for _ in range(150):
-        out = model(model.normalize(batch["images"]))
+        out = model(batch["images"])
         parts, _ = model.loss(out, batch["boxes"], batch["labels"], batch["valid"])
         opt.zero_grad()
         parts["loss"].backward()
         opt.step()
     model.eval()
     acc = CocoDetectionAccumulator()
-    acc.update(batch["image_ids"], model.detect_batch(batch["images"], batch["image_sizes"], batch["orig_sizes"]))
+    acc.update(batch["image_ids"], detect_collated(model, batch))  # the evaluation loop's step
     metrics = acc.compute(dataset.coco_gt(), dataset.label_to_category_id, per_class=False)
     assert metrics["AP"] > 0.9, metrics
