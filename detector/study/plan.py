@@ -92,29 +92,20 @@ class Study:
         run_dir = self.run_dir(variant)
         trainer = config["trainer"]
         trainer.update({
-            "max_steps": self.max_steps,
-            "val_check_interval": self.val_interval,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "default_root_dir": str(run_dir),
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(self.out / "tb"), "name": variant.name, "version": ""}},
+            "max_steps": self.max_steps, "val_check_interval": self.val_interval, "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0, "default_root_dir": str(run_dir), "log_every_n_steps": 1,
+            "logger": [  # TensorBoard for a person; every step's values, read back by the runner, in CSV
+                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                 "init_args": {"save_dir": str(self.out / "tb"), "name": variant.name, "version": ""}},
+                {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                 "init_args": {"save_dir": str(run_dir), "name": "csv", "flush_logs_every_n_steps": 1}}],
         })  # fmt: skip
-        recorder = {
-            "class_path": "detector.study.recorder.StudyRecorder",
-            "init_args": {
-                "out_dir": str(run_dir), "stats_images": int(self.settings["stats_images"]),
-                "gammas": [float(g) for g in self.settings["gammas"]],
-                "model_path": str(self.out / "checkpoints" / variant.name / "final.pt")
-                if self.settings["save_models"] else None,
-                "low_score_thresh": self.settings.get("low_score_thresh"),
-            },
-        }  # fmt: skip
-        trainer["callbacks"] = [recorder, *(trainer.get("callbacks") or [])]
+        # the Timer's elapsed time is part of every checkpoint: a resumed run's minutes count the part before
+        timer = {"class_path": "lightning.pytorch.callbacks.Timer", "init_args": {"interval": "step", "verbose": False}}
+        trainer["callbacks"] = [timer, *(trainer.get("callbacks") or [])]
         if variant.clip is not None:
             trainer["gradient_clip_val"] = variant.clip
-        # last.ckpt after every validation: the resume point of a killed study (the recorder saves the
-        # final model; the runner deletes the checkpoint when the variant ends)
+        # last.ckpt after every validation: the resume point of a killed study, deleted when the variant ends
         config["checkpoint"] = {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0, "save_last": True,
                                 "monitor": None}
         model = config["model"]
@@ -147,7 +138,7 @@ def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: 
     if int(settings["max_steps"]) < 1 or int(settings["evals"]) < 1:
         raise StudyError("max_steps and evals must be at least 1")
     if image_size is not None:
-        for key in ("data.min_size", "data.max_size", "model.detector.min_size", "model.detector.max_size"):
+        for key in ("data.min_size", "data.max_size"):  # the data's key only: the model reads it
             set_key(config, key, image_size)
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
