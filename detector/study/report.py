@@ -142,19 +142,13 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def write_tables(out: str | os.PathLike, results: list[dict], study=None) -> None:
-    """results.csv and results.md (atomically)."""
-    out = Path(out)
+def write_report(out: str | os.PathLike, results: list[dict], study=None, plots: bool = True) -> list[Path]:
+    """results.csv, results.md and (with plots) every figure of detector.study.plots; returns the files."""
+    out, results = Path(out), sort_results(results)
+    stats = load_stats(out, results)
     write_atomic(out / "results.csv", results_csv(results))
-    write_atomic(out / "results.md", results_markdown(results, study, load_stats(out, results)))
-
-
-def write_report(out: str | os.PathLike, results: list[dict], study=None) -> list[Path]:
-    """The tables and every plot (detector.study.plots); returns the files written."""
-    out = Path(out)
-    results = sort_results(results)
-    write_tables(out, results, study)
-    return [out / "results.csv", out / "results.md", *write_plots(out, results, load_stats(out, results))]
+    write_atomic(out / "results.md", results_markdown(results, study, stats))
+    return [out / "results.csv", out / "results.md", *(write_plots(out, results, stats) if plots else [])]
 
 
 RUN_COLUMNS: tuple[str, ...] = (

@@ -36,7 +36,7 @@ from .plan import Lab, LabError, Level, Optimizer, Study
 from .presets import StudyError
 from .records import METRICS, code_version, final_losses, load_results, read_rows, recorded_commands, write_atomic
 from .records import write_csv
-from .report import cell_runs, write_lab_report, write_report, write_tables
+from .report import cell_runs, write_lab_report, write_report
 from .variants import Variant
 
 #: train.csv's columns and the logged keys they hold.
@@ -326,7 +326,7 @@ def run_study(study: Study, variants: list[Variant], *, shard: tuple[int, int] |
     prepare_study(study, log)
     n = len(variants) if shard is None else len(variants[shard[0]::shard[1]])
     _train(lambda: [(study, v, f"[study] {v.name}") for v in variants], shard, force,
-           lambda s: write_tables(s.out, load_results(s.out), s), log)
+           lambda s: write_report(s.out, load_results(s.out), s, plots=False), log)
     results = load_results(study.out)
     if report:
         write_report(study.out, results, study)
