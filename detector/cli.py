@@ -63,7 +63,9 @@ def one_line_errors(exit_code: int = 2):
         raise SystemExit(exit_code) from None
 
 
-def run_cli(args: list[str]) -> int:
+def run_cli(args: list[str], trainers: list | None = None) -> int:
+    """The LightningCLI of scripts/train.py on `args`; returns the exit status. `trainers`, when given, receives
+    the Trainer it builds (the loss study validates and measures the fitted module with it after `fit`)."""
     from lightning.pytorch.cli import LightningCLI
 
     from .quiet import silence_third_party_noise
@@ -100,6 +102,8 @@ def run_cli(args: list[str]) -> int:
 
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
+            if trainers is not None:
+                trainers.append(trainer)
             use_atomic_checkpoint_io(trainer)  # a kill while writing never leaves a broken last.ckpt
             trainer.callbacks.append(preemption)  # after ModelCheckpoint: the step's own saves come first
             if self.config.get("subcommand") == "fit" and _is_first_process():

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from detector.study import StudyError, VariantError, build_study, load_results, run_study
     from detector.study.plan import LabError, build_lab, is_lab_preset
     from detector.study.presets import PRESET_DIR, preset_path, read_preset
-    from detector.study.report import write_lab_report, write_report, write_tables
+    from detector.study.report import write_lab_report, write_report
     from detector.study.runner import check_same_settings, launch_shards, prepare_study, run_lab
 
     if args.list:
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             if args.report_only:
                 check_same_settings(study)  # the header describes the settings: they must be the folder's
-                (write_tables if args.no_report else write_report)(out, load_results(out), study)
+                write_report(out, load_results(out), study, plots=not args.no_report)
                 print(f"[study] table: {out / 'results.md'}")
                 return 0
             if args.gpus:

@@ -1,14 +1,10 @@
 """The imbalance lab's comparisons: each loss's best-of-grid cell, and the gap between two cells.
 
-A cell is one (level, optimizer, loss): its best lr on the grid (`best_of_grid`: the first seed's
-AP at the 0.05 score threshold, a diverged run scoring 0 and losing a tie to a finished one; other
-ties go to the smaller lr), that lr's runs at every seed, and the recipe-lr run beside it. The seeds
-stage (detector.study.runner) trains the lr this rule picks, so the report's best is the one
-trained at every seed. A gap is AP(loss) - AP(against) of two best cells, per common seed. It is a *tie*
-when its size is not larger than the seed spread: the larger of the two losses' AP ranges over the
-seeds (max - min). With one seed there is no spread, and the verdict says so. When both cells
-stay below NOISE_FLOOR AP, the gap is between two models that found next to nothing: its verdict
-is "noise floor", whatever its sign.
+A cell is one (level, optimizer, loss): its best lr on the grid (`best_of_grid`, the one rule the seeds stage
+and the report share), that lr's runs at every seed, and the recipe-lr run beside it. A gap is AP(loss) -
+AP(against) of two best cells per common seed; a *tie* when its size is not larger than the seed spread (the
+larger of the two losses' AP ranges over the seeds); "one seed" without a spread; "noise floor" when both
+cells stay below NOISE_FLOOR AP, whatever the sign.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """The classification loss at the first step: the closed form at the prior init, and what the runs measured.
 
-With the prior init every classification logit starts near b = -log((1 - pi) / pi), so every
-sigmoid output is p = pi. Normalised by the positive anchors, each positive anchor then brings one
-positive term, alpha (1 - p)^gamma * -log(p), and `neg_terms_per_pos` negative terms (its other
-classes and its share of the background anchors), each (1 - alpha) p^gamma * -log(1 - p). Plain CE
-is gamma 0 without alpha: its loss grows linearly with the imbalance, focal loss's hardly moves.
-
-`first_step_rows` sets that beside the first row of each recipe run's train.csv (the loss of the
-first batch, before any update), at the level's mean ratio and at that batch's own.
+At the prior init every sigmoid output is p = pi; per positive anchor the loss is one positive term
+alpha (1 - p)^gamma * -log(p) and `neg_terms_per_pos` negative terms (1 - alpha) p^gamma * -log(1 - p):
+plain CE grows linearly with the imbalance, focal loss hardly moves. `first_step_rows` sets it beside the
+first row of each recipe run's train.csv, at the level's mean ratio and at that batch's own.
 """
 
 from __future__ import annotations

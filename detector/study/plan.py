@@ -1,37 +1,14 @@
-"""A loss study's plan: the settings every variant shares, their fingerprint, each variant's config.
+"""A study's plan: the settings its runs share, their fingerprint, each run's training config.
 
-`build_study` resolves a preset and the command line's values (steps, evaluations, image size,
-overrides, variants) into a Study. `Study.variant_config(variant)` is the variant's complete
-training config: the preset's training sections, then the study settings (steps, evaluations,
-schedule, the recorder, the resume checkpoint, the output paths), then the variant's loss
-settings; detector.study.runner writes it to OUT/runs/<variant>/config.yaml and trains it.
+`build_study` resolves a preset and the command line into a Study; `Study.variant_config(variant)` is a
+variant's complete training config (the preset's sections, the study's steps, validations, schedule, logging,
+resume checkpoint and output paths, the variant's loss), written to OUT/runs/<variant>/config.yaml. Every
+result.json carries `Study.fingerprint`, and a folder holds one fingerprint only.
 
-`Study.fingerprint` hashes what must be equal for two results to share a table: every result.json
-carries it, and an output folder holds results of one fingerprint only (detector.study.runner).
-
-The imbalance lab: how AP(focal) - AP(CE) changes with the foreground/background imbalance,
-under SGD and under AdamW, when every loss gets the same learning-rate grid.
-
-A lab preset (configs/ablation/imbalance.yaml) is a loss-study preset whose `study:` section
-names, instead of one data set, several imbalance *levels* (synthetic data that differ only in
-how many objects an image holds), several *optimizers* (each with one learning-rate grid, the
-same for every loss, and its recipe's lr) and the *losses* to compare. Every (level, optimizer)
-pair is an ordinary loss study (detector.study.plan.Study) in its own folder, whose variants
-are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>` (the best lr
-of each loss on the grid, at the other seeds). Nothing else changes between the rows of a level.
-
-How the lab runs (stages, levels measured, shards): detector.study.runner.
-
-Output folder OUT:
-
-    results.csv                one row per finished run (RUN_COLUMNS)
-    summary.md                 the levels' measured imbalance, the best-of-grid cells at every seed,
-                               the recipe-lr rows beside them, the gaps (detector.study.report)
-    gap_vs_imbalance.png       AP(focal) - AP(CE) and AP(Sampling-Free) - AP(CE) against the ratio
-    ap_over_steps_best.png     validation AP over the steps of each best-of-grid cell
-    levels/<level>.json        the level's anchor statistics (detector.study.anchor_stats)
-    <level>_<optimizer>/       one loss study: runs/<variant>/..., results.csv/md, and the Figure-4
-                               loss CDF and background-score plots of its best cells
+The imbalance lab (`build_lab`, a preset whose study section names imbalance *levels*, *optimizers* with one
+lr grid for every loss, and the *losses*): every (level, optimizer) is a loss study in OUT/<level>_<optimizer>/
+whose variants are `<loss>+lr<V>` (the grid, at the preset's seed) and `<loss>+lr<best>+seed<S>`; how it
+runs: detector.study.runner; its tables and figures: detector.study.report, .plots.
 """
 
 from __future__ import annotations
@@ -92,29 +69,20 @@ class Study:
         run_dir = self.run_dir(variant)
         trainer = config["trainer"]
         trainer.update({
-            "max_steps": self.max_steps,
-            "val_check_interval": self.val_interval,
-            "check_val_every_n_epoch": None,
-            "num_sanity_val_steps": 0,
-            "default_root_dir": str(run_dir),
-            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": str(self.out / "tb"), "name": variant.name, "version": ""}},
+            "max_steps": self.max_steps, "val_check_interval": self.val_interval, "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0, "default_root_dir": str(run_dir), "log_every_n_steps": 1,
+            "logger": [  # TensorBoard for a person; every step's values, read back by the runner, in CSV
+                {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                 "init_args": {"save_dir": str(self.out / "tb"), "name": variant.name, "version": ""}},
+                {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                 "init_args": {"save_dir": str(run_dir), "name": "csv", "flush_logs_every_n_steps": 1}}],
         })  # fmt: skip
-        recorder = {
-            "class_path": "detector.study.recorder.StudyRecorder",
-            "init_args": {
-                "out_dir": str(run_dir), "stats_images": int(self.settings["stats_images"]),
-                "gammas": [float(g) for g in self.settings["gammas"]],
-                "model_path": str(self.out / "checkpoints" / variant.name / "final.pt")
-                if self.settings["save_models"] else None,
-                "low_score_thresh": self.settings.get("low_score_thresh"),
-            },
-        }  # fmt: skip
-        trainer["callbacks"] = [recorder, *(trainer.get("callbacks") or [])]
+        # the Timer's elapsed time is part of every checkpoint: a resumed run's minutes count the part before
+        timer = {"class_path": "lightning.pytorch.callbacks.Timer", "init_args": {"interval": "step", "verbose": False}}
+        trainer["callbacks"] = [timer, *(trainer.get("callbacks") or [])]
         if variant.clip is not None:
             trainer["gradient_clip_val"] = variant.clip
-        # last.ckpt after every validation: the resume point of a killed study (the recorder saves the
-        # final model; the runner deletes the checkpoint when the variant ends)
+        # last.ckpt after every validation: the resume point of a killed study, deleted when the variant ends
         config["checkpoint"] = {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0, "save_last": True,
                                 "monitor": None}
         model = config["model"]
@@ -147,7 +115,7 @@ def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: 
     if int(settings["max_steps"]) < 1 or int(settings["evals"]) < 1:
         raise StudyError("max_steps and evals must be at least 1")
     if image_size is not None:
-        for key in ("data.min_size", "data.max_size", "model.detector.min_size", "model.detector.max_size"):
+        for key in ("data.min_size", "data.max_size"):  # the data's key only: the model reads it
             set_key(config, key, image_size)
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
@@ -173,11 +141,8 @@ class LabError(StudyError):
 
 @dataclass(frozen=True)
 class Level:
-    """One imbalance level: synthetic data knobs (over the lab's common ones) and its step budget.
-
-    `lrs`: (optimizer name, grid) pairs that replace an optimizer's grid at this level only (still
-    the same grid for every loss), for a level whose best lrs sit at an end of the common grid.
-    """
+    """An imbalance level: synthetic data knobs (over the lab's), its steps, and `lrs`, (optimizer, grid) pairs
+    replacing an optimizer's grid here (still one grid for every loss)."""
 
     name: str
     synthetic: dict
@@ -227,13 +192,10 @@ class Lab:
         config["model"].update(copy.deepcopy(optimizer.model))
         config["model"]["lr"] = optimizer.recipe_lr
         stats = self.level_stats(level)
-        settings = {
-            "variants": [], "max_steps": level.max_steps, "evals": self.settings["evals"],
-            "milestone_fractions": self.settings["milestone_fractions"], "stats_images": self.settings["stats_images"],
-            "gammas": self.settings["gammas"], "save_models": self.settings["save_models"],
-            "synthetic": self.synthetic(level), "low_score_thresh": self.settings.get("low_score_thresh"),
-            "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None,
-        }  # fmt: skip
+        keep = ("evals", "milestone_fractions", "stats_images", "gammas", "save_models", "low_score_thresh")
+        settings = {**{k: self.settings.get(k) for k in keep}, "variants": [], "max_steps": level.max_steps,
+                    "synthetic": self.synthetic(level),
+                    "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None}
         return Study(preset=self.preset, config=config, settings=settings, out=self.cell_dir(level, optimizer),
                      overrides=self.overrides, command=self.command)
 
@@ -257,15 +219,10 @@ class Lab:
         return [self.variant(f"{loss}+lr{lr!r}") for loss in self.losses for lr in self.grid(level, optimizer)]
 
 
-# ---------------------------------------------------------------------------------------------
-# The preset.
-
-
 def is_lab_preset(preset: str | os.PathLike) -> bool:
     """Whether a preset describes an imbalance lab (its study section has levels)."""
-    path = preset_path(preset)
     try:
-        data = read_preset(path)
+        data = read_preset(preset_path(preset))
     except StudyError:
         return False
     return isinstance(data, dict) and isinstance(data.get("study"), dict) and "levels" in data["study"]
@@ -286,12 +243,8 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
               optimizers: str | None = None, losses: str | None = None, lrs: str | None = None,
               seeds: str | None = None, max_steps: int | None = None, evals: int | None = None,
               overrides: list[str] | None = None, command: list[str] | None = None) -> Lab:
-    """The lab a preset and the command line describe (a selection of its levels, optimizers, ...).
-
-    `lrs` replaces every grid (the optimizers' and the levels' own), `max_steps` every level's
-    steps: for smoke tests and pilots; a folder holds one set of settings, so such a run needs its
-    own --out.
-    """
+    """The lab a preset and the command line describe (a selection of its levels, optimizers, ...); `lrs`
+    replaces every grid, `max_steps` every level's steps (pilots: a folder holds one set of settings)."""
     path = preset_path(preset)
     config, settings = load_preset(path, LAB_DEFAULTS, required=("levels", "optimizers", "losses"))
     pairs = parse_overrides(list(overrides or []))
@@ -306,13 +259,9 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
               lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))
         for lv in settings["levels"]
     ]  # fmt: skip
-    all_optimizers = []
-    for name, spec in settings["optimizers"].items():
-        spec = dict(spec)
-        grid = [float(x) for x in (lrs.split(",") if lrs else spec.pop("lrs"))]
-        spec.pop("lrs", None)
-        recipe = float(spec.pop("recipe_lr"))
-        all_optimizers.append(Optimizer(name=name, model=spec, lrs=tuple(grid), recipe_lr=recipe))
+    all_optimizers = [Optimizer(name=name, model={k: v for k, v in spec.items() if k not in ("lrs", "recipe_lr")},
+                                lrs=tuple(float(x) for x in (lrs.split(",") if lrs else spec["lrs"])),
+                                recipe_lr=float(spec["recipe_lr"])) for name, spec in settings["optimizers"].items()]
     try:
         chosen_losses = [parse_variant(n, settings["losses"]).name
                          for n in (losses.split(",") if losses else settings["losses"])]
@@ -325,15 +274,9 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     lab = Lab(preset=path, config=config, settings=settings, out=Path(out), levels=_pick(all_levels, levels, "level"),
               optimizers=_pick(all_optimizers, optimizers, "optimizer"), losses=chosen_losses, seeds=chosen_seeds,
               overrides=pairs, command=list(command or []))  # fmt: skip
-    for opt in lab.optimizers:
-        if len(opt.lrs) < 1:
-            raise LabError(f"optimizer {opt.name}: an empty lr grid")
     known = {o.name for o in all_optimizers}
-    for level in all_levels:
-        for name, grid in level.lrs:
-            if name not in known:
-                raise LabError(f"level {level.name}: an lr grid for unknown optimizer {name} "
-                               f"(known: {', '.join(sorted(known))})")
-            if not grid:
-                raise LabError(f"level {level.name}: an empty lr grid for {name}")
+    for name, grid in [(o.name, o.lrs) for o in lab.optimizers] + [(n, g) for lv in all_levels for n, g in lv.lrs]:
+        if name not in known or not grid:
+            raise LabError(f"an lr grid for unknown optimizer {name} (known: {', '.join(sorted(known))})"
+                           if name not in known else f"an empty lr grid for {name}")
     return lab

@@ -1,15 +1,9 @@
 """Study presets: configs/ablation/*.yaml read into a training config and the study's settings.
 
-A preset is a training config (seed_everything, trainer, model, data, as scripts/train.py reads
-them) plus a `study:` section (STUDY_DEFAULTS lists its keys; the imbalance lab's presets have
-their own, detector.study.plan). Every module of the study raises StudyError, defined here.
-
-The study's `--section.key VALUE` overrides, read by the training config's own jsonargparse parser.
-
-An override applies to every variant of a study (e.g. `--data.root DIR`); its key and value are
-checked against detector.cli.training_parser's schema, so a typo or a wrong type is a one-line
-StudyError (the parser's own message) before anything trains. Keys the study sets itself
-(MANAGED_KEYS) are refused.
+A preset is a training config (seed_everything, trainer, model, data, as scripts/train.py reads them) and a
+`study:` section (STUDY_DEFAULTS; the lab's: detector.study.plan.LAB_DEFAULTS). `--section.key VALUE`
+overrides apply to every run; the training config's own jsonargparse parser checks their keys and types, and
+keys the study sets itself (MANAGED_KEYS) are refused. Every module of the study raises StudyError.
 """
 
 from __future__ import annotations
@@ -27,18 +21,13 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "ablation"
 TRAIN_SECTIONS = ("seed_everything", "trainer", "model", "data")
 
 STUDY_DEFAULTS: dict[str, Any] = {
-    "variants": ["ce_no_prior", "ce_prior", "focal_g2_a0.25"],
+    "variants": ["ce_no_prior", "ce_prior", "focal_g2_a0.25"], "max_steps": 500, "evals": 5,
     "losses": None,  # {name: model.detector keys}: the variants' settings (detector.study.variants)
-    "max_steps": 500,
-    "evals": 5,
-    "milestone_fractions": [0.667, 0.889],
-    "stats_images": 64,
-    "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
-    "save_models": True,
-    "synthetic": None,
+    "milestone_fractions": [0.667, 0.889], "stats_images": 64, "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
+    "save_models": True, "synthetic": None,
     "foreground_prior": None,  # the bias init of `sampling_free` variants: measured by the imbalance lab
     "low_score_thresh": None,  # also evaluate the final model at this score threshold (e.g. 0.001)
-}
+}  # fmt: skip
 
 
 class StudyError(RuntimeError):
@@ -103,7 +92,8 @@ MANAGED_KEYS: dict[str, str] = {
     "trainer.check_val_every_n_epoch": "--evals",
     "trainer.logger": "(the study writes OUT/tb/<variant>)",
     "trainer.default_root_dir": "--out",
-    "trainer.callbacks": "(the study adds its recorder)",
+    "trainer.callbacks": "(the study adds its timer)",
+    "trainer.log_every_n_steps": "(the study logs every step)",
     "model.milestones": "study.milestone_fractions in the preset",
     "model.detector.cls_loss": "--variants",
     "model.detector.alpha": "--variants",

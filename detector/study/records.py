@@ -1,9 +1,5 @@
-"""The study's record files: CSV tables written atomically (detector.io) and read back.
-
-A run's train.csv, val.csv and stats.json (written by the recorder), results.csv (the report),
-read by the runner (a run's row of the table), the report and the plots. No Lightning here: the
-report and the lab read records without it.
-"""
+"""The study's record files, read back (no Lightning here): a run's train.csv, val.csv, stats.json and
+result.json, a folder's study.json / lab.json; CSV tables written atomically (detector.io); the code's commit."""
 
 from __future__ import annotations
 
@@ -46,9 +42,7 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
 def read_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A numeric CSV table as {column: float array}, empty cells NaN ({} for a missing or empty file)."""
     rows = read_rows(path)
-    if not rows:
-        return {}
-    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]}
+    return {k: np.array([float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]) for k in rows[0]} if rows else {}
 
 
 def final_losses(run_dir: Path) -> dict[str, float | None]:
@@ -59,15 +53,6 @@ def final_losses(run_dir: Path) -> dict[str, float | None]:
         values = [float(r[key]) for r in rows if r.get(key) not in (None, "")][-FINAL_LOSS_WINDOW:]
         out[f"final_{key}"] = round(sum(values) / len(values), 5) if values else None
     return out
-
-
-def last_validation(run_dir: Path) -> dict[str, Any]:
-    """The METRICS and the step of a run's last row in val.csv ({} before its first validation)."""
-    rows = read_rows(run_dir / "val.csv")
-    if not rows:
-        return {}
-    return {k: (float(rows[-1][k]) if rows[-1].get(k) not in (None, "") else None) for k in METRICS} | {
-        "step": int(rows[-1]["step"])}
 
 
 def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:
@@ -106,13 +91,5 @@ def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, 
 
 def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
     """{variant: its runs/<variant>/stats.json} for the results that have one."""
-    stats = {}
-    for r in results:
-        path = Path(out) / "runs" / r["variant"] / "stats.json"
-        if path.is_file():
-            stats[r["variant"]] = json.loads(path.read_text(encoding="utf-8"))
-    return stats
-
-
-__all__ = ["FINAL_LOSS_WINDOW", "METRICS", "code_version", "final_losses", "last_validation", "load_results", "load_stats", "recorded_commands", "read_columns",
-           "read_rows", "write_atomic", "write_csv"]
+    paths = {r["variant"]: Path(out) / "runs" / r["variant"] / "stats.json" for r in results}
+    return {v: json.loads(p.read_text(encoding="utf-8")) for v, p in paths.items() if p.is_file()}

@@ -1,17 +1,9 @@
-"""The loss study's table, from the files the runner and the recorder wrote; the plots beside it.
+"""The tables, from the run records; the figures beside them (detector.study.plots).
 
-`write_tables(out, results)`: results.csv and results.md, one row per variant, columns
-RESULT_COLUMNS. `write_report(out, results)`: the tables and every plot (detector.study.plots).
-
-The imbalance lab's tables, from the runs' result.json files (detector.study.plan).
-
-- results.csv: one row per run (`lab_runs`: each result.json with its level, optimizer, lr, seed), RUN_COLUMNS.
-- summary.md: the levels (measured ratios), then per level and optimizer each loss's best-of-grid
-  lr with its AP at every seed and both score thresholds, the recipe-lr row beside it, and the
-  gaps AP(focal) - AP(CE), AP(Sampling-Free) - AP(CE) with their seed range and a tie verdict
-  (the rules: detector.study.cells).
-  Then the classification loss at the first step against its closed form (detector.study.first_step).
-- `write_lab_report` writes both, and the figures (detector.study.plots).
+A loss study: results.csv and results.md, one row per variant (RESULT_COLUMNS). The imbalance lab:
+results.csv, one row per run (RUN_COLUMNS), and summary.md: the levels' measured imbalance, each loss's
+best-of-grid cell at every seed and both score thresholds beside its recipe-lr run, the gaps with their tie
+verdicts (detector.study.cells), and the first step's loss against its closed form (detector.study.first_step).
 """
 
 from __future__ import annotations
@@ -64,14 +56,17 @@ def _cell(column: str, value: Any, digits: int) -> str:
     return str(value)
 
 
-def results_csv(results: list[dict]) -> str:
+def _csv(columns: tuple[str, ...], rows: list[dict], cell) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RESULT_COLUMNS)
-    for r in sort_results(results):
-        writer.writerow([_cell(c, r.get(c), 4 if c in METRICS else 4 if c.startswith("final") else 2)
-                         for c in RESULT_COLUMNS])
+    writer.writerow(columns)
+    writer.writerows([cell(c, r.get(c)) for c in columns] for r in rows)
     return buffer.getvalue()
+
+
+def results_csv(results: list[dict]) -> str:
+    return _csv(RESULT_COLUMNS, sort_results(results), lambda c, v: _cell(c, v, 4 if c in METRICS or
+                                                                           c.startswith("final") else 2))
 
 
 def results_markdown(results: list[dict], study=None, stats: dict[str, dict] | None = None) -> str:
@@ -147,19 +142,13 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def write_tables(out: str | os.PathLike, results: list[dict], study=None) -> None:
-    """results.csv and results.md (atomically)."""
-    out = Path(out)
+def write_report(out: str | os.PathLike, results: list[dict], study=None, plots: bool = True) -> list[Path]:
+    """results.csv, results.md and (with plots) every figure of detector.study.plots; returns the files."""
+    out, results = Path(out), sort_results(results)
+    stats = load_stats(out, results)
     write_atomic(out / "results.csv", results_csv(results))
-    write_atomic(out / "results.md", results_markdown(results, study, load_stats(out, results)))
-
-
-def write_report(out: str | os.PathLike, results: list[dict], study=None) -> list[Path]:
-    """The tables and every plot (detector.study.plots); returns the files written."""
-    out = Path(out)
-    results = sort_results(results)
-    write_tables(out, results, study)
-    return [out / "results.csv", out / "results.md", *write_plots(out, results, load_stats(out, results))]
+    write_atomic(out / "results.md", results_markdown(results, study, stats))
+    return [out / "results.csv", out / "results.md", *(write_plots(out, results, stats) if plots else [])]
 
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -192,22 +181,11 @@ def cell_runs(lab, level, optimizer) -> list[dict]:
 
 
 def runs_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in sorted(rows, key=_run_order):
-        writer.writerow({k: _csv_value(r.get(k)) for k in RUN_COLUMNS})
-    return buf.getvalue()
+    def value(column: str, v: Any) -> Any:
+        return ("" if math.isnan(v) else round(v, 6)) if isinstance(v, float) else "" if v is None else v
 
-
-def _run_order(r: dict) -> tuple:
-    return (r["optimizer"], r.get("ratio_anchor") or 0, r["level"], r["loss"], r["lr"], r["seed"])
-
-
-def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else round(v, 6)
-    return "" if v is None else v
+    order = lambda r: (r["optimizer"], r.get("ratio_anchor") or 0, r["level"], r["loss"], r["lr"], r["seed"])  # noqa: E731
+    return _csv(RUN_COLUMNS, sorted(rows, key=order), value)
 
 
 def last_gain(val_csv: Path) -> float | None:

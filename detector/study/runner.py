@@ -1,57 +1,23 @@
-"""Run the variants of a loss study one after another, each through the project's LightningCLI.
+"""The runs of a study (or of the imbalance lab's cells), one after another through the project's LightningCLI.
 
-For each variant the runner writes its complete training config (Study.variant_config,
-detector.study.plan) to `OUT/runs/<variant>/config.yaml` and trains it with
-`detector.cli.run_cli(["fit", "--config", that file])`, the code path of scripts/train.py.
-(`python scripts/train.py fit --config OUT/runs/<v>/config.yaml` trains that variant again by hand.)
+Each variant's complete training config (Study.variant_config) goes to OUT/runs/<variant>/config.yaml and
+trains with `detector.cli.run_cli(["fit", "--config", that file])`, the code path of scripts/train.py.
+Lightning's CSVLogger writes every step's logged values (runs/<variant>/csv/version_<k>/metrics.csv, one
+version per process); after `fit` the runner validates the last step with `trainer.validate` when the
+schedule did not end on a validation, splits the log into the run's record, train.csv (TRAIN_KEYS by step)
+and val.csv (the 12 COCO numbers by step), writes stats.json (detector.study.stats) and the trained model
+(OUT/checkpoints/<variant>/final.pt), then result.json, the run's row of the table, written last: done.
 
-Output folder OUT:
-
-    results.csv, results.md, *.png     the table and the plots (detector.study.report, .plots)
-    study.json                          the settings, the commands, the settings' fingerprint (.folder)
-    tb/<variant>/                       one TensorBoard run per variant (tensorboard --logdir OUT/tb), git-ignored
-    runs/<variant>/config.yaml          the variant's training config
-    runs/<variant>/train.csv, val.csv   its record (detector.study.recorder)
-    runs/<variant>/stats.json           end-of-training loss statistics (detector.study.stats)
-    runs/<variant>/result.json          its row of the table, written last (atomically): done; with the
-                                        commit of the code that finished it and whether the tree was dirty
-    runs/<variant>/checkpoints/last.ckpt  while it trains: the resume point, git-ignored
-    checkpoints/<variant>/final.pt      the trained model (study.save_models), git-ignored
-
-A rerun skips every variant that has its result.json, and resumes the variant that was training
-from its last checkpoint (runs/<variant>/checkpoints/last.ckpt, written atomically after every
-validation; exact on CPU, see docs/reliability.md): a killed study loses at most the steps since the
-last validation. (A variant whose config.yaml changed, or that has no checkpoint yet, starts again
-from step 0, its partial folders removed first; the checkpoint is deleted when the variant ends.) A folder
-belongs to one set of settings.
-
-A variant whose loss turns non-finite (RetinaNetModule raises NonFiniteLossStop; run_cli returns
-3) is a result: a "diverged" row with the step it happened at. Any other failure stops the study.
-
-The output folder belongs to one set of settings: OUT/study.json holds the shared settings
-(Study.shared), their fingerprint and every command that trained into it, and `check_same_settings`
-refuses to train into a folder made with other settings, so that every row of a table was trained
-alike. The preset's synthetic data (study.synthetic) is generated once into data.root; a folder
-that already holds data must have been made with the same knobs (its train.json records them).
-
-Several GPUs: `launch_shards` starts `script argv --shard k/n --no-report` once per GPU
-(CUDA_VISIBLE_DEVICES); shard k trains runs k, k + n, ... of the list and the parent writes the
-report when all are done (a shard child is marked in its environment: only the parent records the
-command).
-
-The imbalance lab (detector.study.plan.Lab): its levels measured, its runs planned and trained.
-
-Stages: `grid` trains every (loss, lr) at the first seed; `seeds` trains each loss's best-of-grid
-lr at the other seeds once its grid is complete; `all` does both. Finished runs are skipped and
-a killed run resumes from its last checkpoint (the runner's rules), so the lab can be run in parts:
-a level, an optimizer or a shard (`i/n` of one stage's ordered run list) at a time. Shards split
-one stage at a time because within a stage the list is fixed; nothing else keeps two processes
-off the same run. Each run is a variant of its (level, optimizer) cell's loss study, trained by
-run_variant.
+A rerun skips every variant with its result.json and resumes the one that was training from its last.ckpt
+(after every validation) when its config.yaml is unchanged; else it starts again from step 0. A non-finite
+loss (run_cli's exit status 3) is a result: a "diverged" row. Any other failure stops the study. A folder
+holds one set of settings (OUT/study.json, `check_same_settings`). `launch_shards` runs one process per
+GPU, shard k training runs k, k + n, ...; the lab's stages (grid, seeds, all) are planned in `planned_runs`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -68,16 +34,22 @@ import yaml
 from .cells import best_cells
 from .plan import Lab, LabError, Level, Optimizer, Study
 from .presets import StudyError
-from .records import METRICS, code_version, final_losses, last_validation, load_results, recorded_commands, write_atomic
-from .report import cell_runs, write_lab_report, write_report, write_tables
+from .records import METRICS, code_version, final_losses, load_results, read_rows, recorded_commands, write_atomic
+from .records import write_csv
+from .report import cell_runs, write_lab_report, write_report
 from .variants import Variant
+
+#: train.csv's columns and the logged keys they hold.
+TRAIN_KEYS: dict[str, str] = {
+    "loss": "train/loss", "loss_cls": "train/loss_cls", "loss_box": "train/loss_box", "lr": "train/lr",
+    "positives": "train/imbalance/positives", "negatives": "train/imbalance/negatives",
+    "ignored": "train/imbalance/ignored", "neg_loss_share": "train/imbalance/neg_loss_share",
+    "easy_neg_loss_share": "train/imbalance/easy_neg_loss_share",
+}  # fmt: skip
 
 
 def variant_config_text(study: Study, variant: Variant) -> str:
-    """runs/<variant>/config.yaml's text: a header, then the variant's training config.
-
-    A resume compares it with the file on disk byte for byte: a change here restarts interrupted runs.
-    """
+    """runs/<variant>/config.yaml's text; a resume compares it with the file on disk byte for byte."""
     config_path = study.run_dir(variant) / "config.yaml"
     header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {study.preset}).\n"
               f"# Written by detector.study.runner; train it alone with:\n"
@@ -86,58 +58,123 @@ def variant_config_text(study: Study, variant: Variant) -> str:
 
 
 def run_variant(study: Study, variant: Variant, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train one variant through run_cli and write its result.json; returns the result."""
+    """Train one variant through run_cli, write its record and result.json; returns the result."""
     from ..cli import run_cli
 
-    run_dir = study.run_dir(variant)
-    config_path = run_dir / "config.yaml"
-    config_text = variant_config_text(study, variant)
-    resume = resume_point(study, variant, config_text)
+    run_dir, text = study.run_dir(variant), variant_config_text(study, variant)
+    args = ["fit", "--config", str(run_dir / "config.yaml")]
+    resume = resume_point(study, variant, text)
     if resume is None:
         for stale in (run_dir, study.out / "tb" / variant.name, study.out / "checkpoints" / variant.name):
             shutil.rmtree(stale, ignore_errors=True)  # a partial run of an earlier, killed study
         run_dir.mkdir(parents=True)
-        config_path.write_text(config_text, encoding="utf-8")
-        args = ["fit", "--config", str(config_path)]
+        (run_dir / "config.yaml").write_text(text, encoding="utf-8")
     else:
         log(f"[study] {variant.name}: resuming from {resume}")
-        args = ["fit", "--config", str(config_path), "--ckpt_path", str(resume)]
-    start = time.perf_counter()
+        args += ["--ckpt_path", str(resume)]
+    trainers: list = []
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads only `args` here, not the study's options
     try:
-        rc = run_cli(args)
+        rc = run_cli(args, trainers)
     finally:
         sys.argv = argv
-    minutes = (time.perf_counter() - start) / 60
-    result: dict[str, Any] = {**variant.row(), **{k: None for k in METRICS}}
-    diverged_path = run_dir / "diverged.json"
-    if diverged_path.is_file():
-        diverged = json.loads(diverged_path.read_text(encoding="utf-8"))
-        result.update({"final_loss_cls": None, "final_loss_box": None, "diverged": True,
-                       "diverged_step": diverged["step"], "steps": diverged["step"], "message": diverged["message"]})
-    elif rc == 0 and (run_dir / "end.json").is_file():
-        end = json.loads((run_dir / "end.json").read_text(encoding="utf-8"))
-        minutes = end.get("seconds", minutes * 60) / 60  # the recorder's: counts the time before a resume
-        last = last_validation(run_dir)
-        result.update({k: last.get(k) for k in METRICS})
-        result.update({**final_losses(run_dir), "diverged": False, "diverged_step": None, "steps": end["steps"]})
-        result.update(end.get("low_threshold", {}))
-    else:
+    if rc not in (0, 3) or not trainers:
         raise StudyError(f"variant {variant.name} failed (exit status {rc}) without a non-finite loss; "
                          "see the messages above")
-    result.update({"minutes": round(minutes, 2), "clip": variant.clip, "lr": variant.lr, "seed": variant.seed,
-                   "paper_ap": variant.paper_ap(), "fingerprint": study.fingerprint, **code_version()})
+    trainer = trainers[-1]
+    result: dict[str, Any] = {**variant.row(), **{k: None for k in METRICS}}
+    if rc == 3:
+        write_records(run_dir)
+        step = trainer.global_step
+        result.update({"final_loss_cls": None, "final_loss_box": None, "diverged": True, "diverged_step": step,
+                       "steps": step, "message": f"step {step}: a loss part or the gradient turned non-finite"})
+    else:
+        result.update(finish(study, variant, trainer))
+    from lightning.pytorch.callbacks import Timer
+
+    seconds = next(c for c in trainer.callbacks if isinstance(c, Timer)).time_elapsed("train")
+    result.update({"minutes": round((seconds + result.pop("seconds_after", 0.0)) / 60, 2), "clip": variant.clip,
+                   "lr": variant.lr, "seed": variant.seed, "paper_ap": variant.paper_ap(),
+                   "fingerprint": study.fingerprint, **code_version()})
     write_atomic(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the resume point is no longer needed
+    for done in ("checkpoints", "csv"):  # the resume point and the raw log are no longer needed
+        shutil.rmtree(run_dir / done, ignore_errors=True)
     return result
 
 
-def resume_point(study: Study, variant: Variant, config_text: str) -> Path | None:
-    """The last.ckpt of this variant's interrupted run in study.out, if it can be resumed.
+def finish(study: Study, variant: Variant, trainer) -> dict[str, Any]:
+    """After a finished `fit`: the last validation, the record, stats.json, the model; the result's numbers."""
+    from torch.utils.data import Subset
 
-    It can when the run wrote a checkpoint and its config.yaml is the one this study would write
-    (the same settings, the same paths); otherwise the variant starts again from step 0.
+    from ..checkpoint import save_detector
+    from .stats import loss_statistics
+
+    start, run_dir = time.perf_counter(), study.run_dir(variant)
+    module, data, step = trainer.lightning_module, trainer.datamodule, trainer.global_step
+    val = write_records(run_dir)[1]
+    if not val or val[-1]["step"] != step:  # the schedule did not end on a validation
+        val = write_records(run_dir, final={"step": step, **_rounded(_validate(trainer))})[1]
+    out = {k: val[-1][k] for k in METRICS} | final_losses(run_dir)
+    out.update({"diverged": False, "diverged_step": None, "steps": step})
+    if study.settings.get("low_score_thresh") is not None:
+        low = float(study.settings["low_score_thresh"])
+        metrics = _rounded(_validate(trainer, score_thresh=low))
+        out.update({f"{k}_low": metrics[k] for k in ("AP", "AP50", "AP75")} | {"low_score_thresh": low})
+    module.to(trainer.strategy.root_device)
+    d, n = module.detector_config, int(study.settings["stats_images"])
+    subset = Subset(data.eval_dataset("val"), range(min(n, len(data.eval_dataset("val")))))
+    stats = loss_statistics(module.model, data.eval_dataloader(subset), max_images=n,
+                            own_gamma=d.gamma if d.cls_loss == "focal" else 0.0,
+                            gammas=tuple(float(g) for g in study.settings["gammas"]))
+    write_atomic(run_dir / "stats.json", json.dumps(stats) + "\n")
+    if study.settings["save_models"]:
+        save_detector(module.model, study.out / "checkpoints" / variant.name / "final.pt",
+                      class_names=data.class_names, label_to_category_id=data.label_to_category_id)
+    return out | {"seconds_after": time.perf_counter() - start}
+
+
+def _validate(trainer, score_thresh: float | None = None) -> dict:
+    """`trainer.validate` of the fitted module (at this score threshold), its COCO numbers; not logged (Lightning
+    logs fit's validations at the step before, this one at the step)."""
+    module = trainer.lightning_module
+    postprocessor, loggers = module.model.postprocessor, trainer.loggers
+    default, trainer.loggers = postprocessor.score_thresh, []
+    postprocessor.score_thresh = default if score_thresh is None else score_thresh
+    try:
+        trainer.validate(module, datamodule=trainer.datamodule, verbose=False)
+    finally:
+        postprocessor.score_thresh, trainer.loggers = default, loggers
+    return module.last_metrics
+
+
+def _rounded(metrics: dict) -> dict:
+    from ..evaluation import COCO_METRIC_NAMES, is_no_gt
+
+    return {k: None if is_no_gt(metrics[k]) else round(float(metrics[k]), 6) for k in COCO_METRIC_NAMES}
+
+
+def write_records(run_dir: Path, final: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """train.csv and val.csv (and `final`, a last validation's row) from the CSVLogger's metrics.csv of every
+    process that trained the run, a resumed step replacing the killed run's; returns their rows.
+
+    Lightning logs a step's values under the number of steps before it: the record numbers them from 1.
     """
+    from ..evaluation import COCO_METRIC_NAMES
+
+    logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    rows = [{**r, "step": int(r["step"]) + 1} for path in logs for r in read_rows(path)]
+    train = {r["step"]: {"step": r["step"], **{k: r.get(key, "") for k, key in TRAIN_KEYS.items()}}
+             for r in rows if r.get("train/loss")}
+    val = {r["step"]: {"step": r["step"], **_rounded({k: float(r.get(f"val/{k}") or -1) for k in COCO_METRIC_NAMES})}
+           for r in rows if r.get("val/AP")} | ({final["step"]: final} if final else {})
+    records = [train[s] for s in sorted(train)], [val[s] for s in sorted(val)]
+    write_csv(run_dir / "train.csv", records[0], ["step", *TRAIN_KEYS])
+    write_csv(run_dir / "val.csv", records[1], ["step", *COCO_METRIC_NAMES])
+    return records
+
+
+def resume_point(study: Study, variant: Variant, config_text: str) -> Path | None:
+    """The last.ckpt of this variant's interrupted run, when its config.yaml is the one this study writes."""
     run_dir = study.run_dir(variant)
     last = run_dir / "checkpoints" / "last.ckpt"
     if (run_dir / "result.json").exists() or not last.is_file():
@@ -157,94 +194,51 @@ def prepare_study(study: Study, log: Callable[[str], None] = print) -> None:
     prepare_data(study, log)
 
 
-def run_study(study: Study, variants: list[Variant], *, shard: tuple[int, int] | None = None, force: bool = False,
-              report: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train the variants not yet finished in study.out (this shard's share), then report.
-
-    Returns every result in the folder. `force` retrains finished variants of the list.
-    """
-    prepare_study(study, log)
-    mine = variants if shard is None else variants[shard[0]::shard[1]]
-    for i, variant in enumerate(mine, 1):
-        done = study.run_dir(variant) / "result.json"
-        if done.is_file() and not force:
-            previous = json.loads(done.read_text(encoding="utf-8"))
-            log(f"[study] {i}/{len(mine)} {variant.name}: finished before, skipped "
-                f"({'diverged' if previous.get('diverged') else 'AP ' + _fmt(previous.get('AP'))})")
-            continue
-        log(f"[study] {i}/{len(mine)} {variant.name}: training {study.max_steps} steps, "
-            f"validating every {study.val_interval}")
-        result = run_variant(study, variant, log)
-        if result["diverged"]:
-            log(f"[study] {variant.name}: diverged at step {result['diverged_step']} ({result['minutes']:.1f} min)")
-        else:
-            log(f"[study] {variant.name}: AP {_fmt(result['AP'])} AP50 {_fmt(result['AP50'])} "
-                f"({result['minutes']:.1f} min)")
-        write_tables(study.out, load_results(study.out), study)
-    results = load_results(study.out)
-    if report:
-        write_report(study.out, results, study)
-        log(f"[study] table: {study.out / 'results.md'}; plots: {study.out}/*.png")
-    return results
+def write_study_json(study: Study) -> None:
+    """OUT/study.json: the shared settings, their fingerprint, and every command that trained here."""
+    write_record_json(study.out / "study.json", study.command, {
+        "preset": str(study.preset), "fingerprint": study.fingerprint, "variants": study.settings["variants"],
+        "overrides": [f"--{k} {v}" for k, v in study.overrides], "shared": _jsonable(study.shared())})
 
 
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):.3f}"
+def _jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
+
+
+def write_record_json(path: Path, command: list[str], data: dict) -> None:
+    """study.json / lab.json: the settings and every command that trained into the folder (a shard child
+    adds none: its parent records the command); a .gitignore that keeps the models and checkpoints out."""
+    commands = recorded_commands(path)
+    text = " ".join(shlex.quote(c) for c in command)
+    if text and (not commands or commands[-1] != text) and not is_shard_child():
+        commands.append(text)
+    order = ["preset", "commands", *data]  # the committed files' key order
+    write_atomic(path, json.dumps({k: ({"commands": commands} | data)[k] for k in dict.fromkeys(order)},
+                                  indent=2, default=str) + "\n")
+    if not (path.parent / ".gitignore").exists():
+        write_atomic(path.parent / ".gitignore", "# trained models and resume points: large, and remade by the "
+                                                 "study\ncheckpoints/\n*.ckpt\n")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
+    return {k: v for key, value in d.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
 
 
 def check_same_settings(study: Study) -> None:
     """Refuse an output folder that holds results made with other shared settings."""
-    path = study.out / "study.json"
-    if not path.is_file():
-        return
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored = json.loads((study.out / "study.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return
     if stored.get("fingerprint") == study.fingerprint:
         return
-    old, new = _flatten(stored.get("shared", {})), _flatten(json.loads(json.dumps(study.shared(), default=str)))
+    old, new = _flatten(stored.get("shared", {})), _flatten(_jsonable(study.shared()))
     diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    raise StudyError(
-        f"{study.out} holds a study made with other settings ({'; '.join(diffs[:4]) or 'fingerprint differs'}); "
-        "choose another --out, or delete that folder"
-    )
-
-
-def commands_with(path: Path, command: list[str]) -> list[str]:
-    """The "commands" list of a JSON record file, with `command` appended unless it is the last one.
-
-    A shard child (detector.study.runner) adds nothing: its parent records the command.
-    """
-    commands = recorded_commands(path)
-    text = " ".join(shlex.quote(c) for c in command)
-    if text and (not commands or commands[-1] != text) and not is_shard_child():
-        commands.append(text)
-    return commands
-
-
-def write_study_json(study: Study) -> None:
-    """OUT/study.json: the shared settings, their fingerprint, and every command that trained here."""
-    path = study.out / "study.json"
-    commands = commands_with(path, study.command)
-    data = {
-        "preset": str(study.preset), "commands": commands, "fingerprint": study.fingerprint,
-        "variants": study.settings["variants"], "overrides": [f"--{k} {v}" for k, v in study.overrides],
-        "shared": json.loads(json.dumps(study.shared(), default=str)),
-    }  # fmt: skip
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
-    gitignore = study.out / ".gitignore"
-    if not gitignore.exists():
-        write_atomic(gitignore, "# trained models: large, and remade by the study\ncheckpoints/\n")
+    shown = "; ".join(diffs[:4]) or "fingerprint differs"
+    raise StudyError(f"{study.out} holds a study made with other settings ({shown}); choose another --out, or "
+                     "delete that folder")
 
 
 _SHARD_CHILD = "DETECTOR_STUDY_SHARD_CHILD"
@@ -255,30 +249,24 @@ def is_shard_child() -> bool:
     return bool(os.environ.get(_SHARD_CHILD))
 
 
-def launch_shards(script: str, argv: list[str], gpus: list[str], out: Path,
-                  log: Callable[[str], None] = print) -> int:
-    """Run `script argv --shard k/n` once per GPU (CUDA_VISIBLE_DEVICES=gpu), in parallel.
-
-    Each shard's output is appended to OUT/logs/shard<k>.log. Returns the worst exit status.
-    """
+def launch_shards(script: str, argv: list[str], gpus: list[str], out: Path, log: Callable[[str], None] = print) -> int:
+    """`script argv --shard k/n --no-report` once per GPU (CUDA_VISIBLE_DEVICES), in parallel, each appending to
+    OUT/logs/shard<k>.log; returns the worst exit status."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     procs = []
     for k, gpu in enumerate(gpus):
         log_path = out / "logs" / f"shard{k}.log"
         cmd = [sys.executable, script, *argv, "--shard", f"{k}/{len(gpus)}", "--no-report"]
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, _SHARD_CHILD: "1"}  # the parent records the command
         log(f"[study] shard {k}/{len(gpus)} on GPU {gpu}: log {log_path}")
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log_path.open("a"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu, _SHARD_CHILD: "1"},
+                                      stdout=log_path.open("a"), stderr=subprocess.STDOUT))
     return max(p.wait() for p in procs)
 
 
 def prepare_data(study: Study, log: Callable[[str], None] = print) -> None:
-    """Generate the preset's synthetic data (study.synthetic) when its folder has none yet.
-
-    An existing folder must have been made with the same knobs (its train.json records them).
-    """
-    data = study.config["data"]
-    knobs = study.settings.get("synthetic")
+    """The preset's synthetic data (study.synthetic), made once; a folder that holds some must have been made
+    with the same knobs (its train.json records them)."""
+    data, knobs = study.config["data"], study.settings.get("synthetic")
     if data.get("dataset", "synthetic") != "synthetic" or not knobs:
         return
     from ..data.synthetic import make_synthetic, synthetic_exists
@@ -292,14 +280,58 @@ def prepare_data(study: Study, log: Callable[[str], None] = print) -> None:
             raise StudyError(f"study.synthetic: {err}") from None
         return
     info = json.loads((root / "train.json").read_text(encoding="utf-8")).get("info", {})
-    spec = info.get("spec", {})
-    expected = {k: v for k, v in knobs.items() if k not in ("num_train", "num_val", "seed")}
-    diffs = [f"{k} {spec.get(k)!r} (wanted {v!r})" for k, v in expected.items() if spec.get(k) != v]
-    if "seed" in knobs and info.get("seed") != knobs["seed"]:
-        diffs.append(f"seed {info.get('seed')!r} (wanted {knobs['seed']!r})")
+    made = {**info.get("spec", {}), "seed": info.get("seed")}
+    diffs = [f"{k} {made.get(k)!r} (wanted {v!r})" for k, v in knobs.items()
+             if k not in ("num_train", "num_val") and made.get(k) != v]
     if diffs:
         raise StudyError(f"{root} holds synthetic data made with other settings: {', '.join(diffs)}; "
                          "delete it, or point data.root elsewhere")
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def _train(plan: Callable[[], list[tuple[Study, Variant, str]]], shard: tuple[int, int] | None, force: bool,
+           after_each: Callable[[Study], None], log: Callable[[str], None]) -> None:
+    """Train the unfinished runs of `plan()` (this shard's share), planned again after every run."""
+    attempted: set[tuple[Path, str]] = set()
+    while True:
+        runs = plan()
+        mine = runs if shard is None else runs[shard[0]::shard[1]]
+        todo = [(s, v, label) for s, v, label in mine if (s.out, v.name) not in attempted]
+        if not todo:
+            return
+        study, variant, label = todo[0]
+        attempted.add((study.out, variant.name))
+        done = study.run_dir(variant) / "result.json"
+        if done.is_file() and not force:
+            previous = json.loads(done.read_text(encoding="utf-8"))
+            log(f"{label}: finished before, skipped "
+                f"({'diverged' if previous.get('diverged') else 'AP ' + _fmt(previous.get('AP'))})")
+            continue
+        prepare_study(study, log)
+        log(f"{label}: training {study.max_steps} steps, validating every {study.val_interval} "
+            f"({len(todo) - 1} more planned)")
+        r = run_variant(study, variant, log)
+        log(f"{label}: " + (f"diverged at step {r['diverged_step']}" if r["diverged"] else
+                            f"AP {_fmt(r['AP'])} AP50 {_fmt(r['AP50'])} (at score >= 0.001: {_fmt(r.get('AP_low'))})")
+            + f", {r['minutes']:.1f} min")
+        after_each(study)
+
+
+def run_study(study: Study, variants: list[Variant], *, shard: tuple[int, int] | None = None, force: bool = False,
+              report: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train the variants not yet finished in study.out (this shard's share), then report; every result."""
+    prepare_study(study, log)
+    n = len(variants) if shard is None else len(variants[shard[0]::shard[1]])
+    _train(lambda: [(study, v, f"[study] {v.name}") for v in variants], shard, force,
+           lambda s: write_report(s.out, load_results(s.out), s, plots=False), log)
+    results = load_results(study.out)
+    if report:
+        write_report(study.out, results, study)
+        log(f"[study] table: {study.out / 'results.md'}; plots: {study.out}/*.png ({n} variants here)")
+    return results
 
 
 STAGES = ("grid", "seeds", "all")
@@ -312,15 +344,14 @@ def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) ->
     stats = lab.level_stats(level)
     if stats is not None and stats.get("synthetic") == lab.synthetic(level):
         return stats
-    probe = Study(preset=lab.preset, config=lab.level_config(level), out=lab.out / "levels",
-                  settings={"synthetic": lab.synthetic(level)})
-    prepare_data(probe, log)
     folder = lab.out / "levels"
+    prepare_data(Study(preset=lab.preset, config=lab.level_config(level), out=folder,
+                       settings={"synthetic": lab.synthetic(level)}), log)
     folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / f"{level.name}.yaml"
-    write_atomic(config_path, yaml.safe_dump(lab.level_config(level), sort_keys=False))
+    write_atomic(folder / f"{level.name}.yaml", yaml.safe_dump(lab.level_config(level), sort_keys=False))
     log(f"[lab] level {level.name}: counting positive and negative anchors of the val split")
-    stats = {**anchor_statistics(config_path, progress=False), "level": level.name, "synthetic": lab.synthetic(level)}
+    stats = {**anchor_statistics(folder / f"{level.name}.yaml", progress=False), "level": level.name,
+             "synthetic": lab.synthetic(level)}
     write_atomic(folder / f"{level.name}.json", json.dumps(stats, indent=2) + "\n")
     log(f"[lab] level {level.name}: {stats['boxes_per_image']:.2f} objects an image, 1 positive anchor in "
         f"{stats['negatives_per_positive'] + 1:,.0f}, foreground fraction {stats['foreground_fraction']:.2e}")
@@ -341,20 +372,15 @@ def seed_variants(lab: Lab, level: Level, optimizer: Optimizer) -> list[Variant]
 
 
 def planned_runs(lab: Lab, stage: str) -> list[tuple[Level, Optimizer, Variant]]:
-    """The runs of a stage in order: optimizer by optimizer, level by level (the preset's order).
-
-    Within a level: the recipe lr of every loss first, then the rest of the grid, then the best
-    lrs at the other seeds, which are known only once the level's grid is complete.
-    """
+    """A stage's runs, optimizer by optimizer, level by level: the recipe lr of every loss first, then the rest
+    of the grid, then the best lrs at the other seeds (known once the level's grid is complete)."""
     runs = []
     for optimizer in lab.optimizers:
         for level in lab.levels:
             grid = sorted(lab.grid_variants(level, optimizer),
                           key=lambda v: not math.isclose(v.lr, optimizer.recipe_lr, rel_tol=1e-6))
-            if stage in ("grid", "all"):
-                runs += [(level, optimizer, v) for v in grid]
-            if stage in ("seeds", "all"):
-                runs += [(level, optimizer, v) for v in seed_variants(lab, level, optimizer)]
+            runs += [(level, optimizer, v) for v in (grid if stage in ("grid", "all") else [])
+                     + (seed_variants(lab, level, optimizer) if stage in ("seeds", "all") else [])]
     return runs
 
 
@@ -367,40 +393,11 @@ def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = Non
         raise LabError("a lab's --shard needs --stage grid or --stage seeds (its seed runs are known only once "
                        "every grid is complete; --gpus runs the two stages in turn)")
     lab.out.mkdir(parents=True, exist_ok=True)
-    _write_lab_json(lab)
+    write_record_json(lab.out / "lab.json", lab.command, {
+        "preset": str(lab.preset), "study": lab.settings, "overrides": [f"--{k} {v}" for k, v in lab.overrides]})
     for level in lab.levels:
         measure_level(lab, level, log)
-    attempted: set[tuple[str, str, str]] = set()
-    while True:  # planned again after every run: a cell's seeds join the plan once its grid is complete
-        runs = planned_runs(lab, stage)
-        mine = runs if shard is None else runs[shard[0]::shard[1]]
-        todo = [(lv, opt, v) for lv, opt, v in mine if (lv.name, opt.name, v.name) not in attempted]
-        if not todo:
-            break
-        level, optimizer, variant = todo[0]
-        attempted.add((level.name, optimizer.name, variant.name))
-        study = lab.cell_study(level, optimizer)
-        if (study.run_dir(variant) / "result.json").is_file() and not force:
-            continue
-        prepare_study(study, log)
-        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: {study.max_steps} steps "
-            f"({len(todo) - 1} more planned)")
-        result = run_variant(study, variant, log)
-        log(f"[lab] {level.name} / {optimizer.name} / {variant.name}: "
-            + (f"diverged at step {result['diverged_step']}" if result["diverged"] else
-               f"AP {result['AP']:.3f} (at {lab.settings['low_score_thresh']}: {result.get('AP_low', float('nan')):.3f})")
-            + f", {result['minutes']:.1f} min")
-        write_lab_report(lab, plots=False)
+    _train(lambda: [(lab.cell_study(lv, o), v, f"[lab] {lv.name} / {o.name} / {v.name}")
+                    for lv, o, v in planned_runs(lab, stage)], shard, force,
+           lambda s: write_lab_report(lab, plots=False), log)
     return write_lab_report(lab, plots=report)
-
-
-def _write_lab_json(lab: Lab) -> None:
-    path = lab.out / "lab.json"
-    commands = commands_with(path, lab.command)
-    data = {"preset": str(lab.preset), "commands": commands, "study": lab.settings,
-            "overrides": [f"--{k} {v}" for k, v in lab.overrides]}
-    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-    gitignore = lab.out / ".gitignore"
-    if not gitignore.exists():
-        write_atomic(gitignore, "# trained models and resume points: large, and remade by the lab\ncheckpoints/\n"
-                                "*.ckpt\n")

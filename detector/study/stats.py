@@ -1,23 +1,14 @@
-"""End-of-training loss statistics: where the classification loss sits among the anchors.
+"""End-of-training loss statistics: where the classification loss sits among the anchors (no Lightning).
 
 Shape symbols: N images, R anchors, K classes, P positive anchors, B background anchors.
 
-No Lightning here: `loss_statistics(model, loader)` takes a plain RetinaNet and batches in the
-collate contract (images resized and padded, boxes in input pixels), runs the model in float32,
-labels the anchors with the model's own matcher and returns a small JSON-ready dict:
-
-- For positive and for background anchors, the **cumulative distribution of the normalised
-  loss** (the paper's Figure 4): each anchor's focal loss FL(p_t) = (1 - p_t)^gamma * -log(p_t),
-  summed over its K class outputs, sorted from lowest to highest, cumulated and divided by the
-  total, read at fixed fractions of the anchors. It is computed for each gamma of `gammas` on
-  the same probabilities (as the paper does, for one trained model) and for the loss the model
-  was trained with (`own_gamma`). alpha scales all positives or all negatives alike, so it
-  drops out of a normalised distribution.
-- `top_share`: the share of the total loss carried by the hardest 1 % and 10 % of the anchors.
-- Histograms of the scores: the highest class score of each background anchor, and the
-  true-class score of each positive anchor (log-spaced bins; the first bin starts at 0).
-
-Ignored anchors (IoU between the matcher's thresholds) are left out, as the loss leaves them out.
+`loss_statistics(model, loader)` runs a plain RetinaNet in float32 over collated batches, labels the anchors
+with the model's own matcher (ignored anchors left out, as the loss leaves them) and returns a JSON-ready
+dict: for positive and background anchors the cumulative distribution of the normalised loss (the paper's
+Figure 4: each anchor's FL(p_t) = (1 - p_t)^gamma * -log(p_t) summed over its K outputs, sorted lowest
+first, cumulated, divided by the total, read at FRACTIONS) for each gamma on the same probabilities and for
+the trained loss's own (alpha scales a kind alike and drops out); `top_share`, the loss of the hardest 1 %
+and 10 %; histograms of the background anchors' highest score and the positives' true-class score.
 """
 
 from __future__ import annotations

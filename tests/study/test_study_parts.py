@@ -81,11 +81,14 @@ def test_overrides_reach_every_variant_and_study_keys_are_refused(tiny_preset, t
     ce, focal = (study.variant_config(v) for v in variants)
     for config in (ce, focal):
         assert config["data"]["batch_size"] == 4 and config["data"]["min_size"] == 96
-        assert config["model"]["detector"]["max_size"] == 96
+        assert config["model"]["detector"]["max_size"] == 128  # the preset's: the image size is the data's key
         assert config["trainer"]["max_steps"] == 90 and config["trainer"]["val_check_interval"] == 30
         assert config["model"]["milestones"] == [60, 80]
-        assert config["trainer"]["logger"]["init_args"]["name"] in ("ce_no_prior", "focal_g2_a0.25+clip10")
-        assert config["trainer"]["callbacks"][0]["class_path"] == "detector.study.recorder.StudyRecorder"
+        tensorboard, csv_log = config["trainer"]["logger"]
+        assert tensorboard["init_args"]["name"] in ("ce_no_prior", "focal_g2_a0.25+clip10")
+        assert csv_log["class_path"] == "lightning.pytorch.loggers.CSVLogger"
+        assert config["trainer"]["log_every_n_steps"] == 1  # train.csv holds every step
+        assert config["trainer"]["callbacks"][0]["class_path"] == "lightning.pytorch.callbacks.Timer"
     assert ce["model"]["detector"]["prior_prob"] is None and ce["trainer"]["gradient_clip_val"] is None
     assert focal["model"]["detector"]["gamma"] == 2.0 and focal["trainer"]["gradient_clip_val"] == 10.0
 
