@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from detector.bench.runner import machine  # noqa: E402
 from detector.bench.time_to_ap import (  # noqa: E402
-    DATASETS, THRESHOLDS, compare_raw_and_average, ensure_dataset, run_one)
+    DATASETS, THRESHOLDS, compare_raw_and_average, ensure_dataset, raw_weights_rows, run_one, summarize)
 
 
 def variant(text: str) -> tuple[str, list[str]]:
@@ -36,14 +36,24 @@ def variant(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(overrides)
 
 
+def reached_text(entry: dict, level: str) -> str:
+    step, seconds = entry["steps_to_ap"][level], entry["seconds_to_ap"][level]
+    if step is None:
+        return "not reached"
+    return f"{'-' if seconds is None else f'{seconds:.0f}'} (step {step})"
+
+
 def table(entries: list[dict], thresholds) -> str:
     head = " | ".join(f"s to AP {t:.2f}" for t in thresholds)
     lines = [f"| dataset | variant | seed | {head} | final AP | validation s | wall s |",
              "|---|---|---|" + "---|" * (len(thresholds) + 3)]
+    rows = []
     for e in entries:
-        reached = " | ".join("not reached" if e["seconds_to_ap"][f"{t:.2f}"] is None else
-                             f"{e['seconds_to_ap'][f'{t:.2f}']:.0f} (step {e['steps_to_ap'][f'{t:.2f}']})"
-                             for t in thresholds)
+        rows.append(e)
+        if e.get("raw_weights"):  # the same training's raw weights: the recipe without the average
+            rows.append({**e, **e["raw_weights"], "variant": f"{e['variant']} (raw weights)"})
+    for e in rows:
+        reached = " | ".join(reached_text(e, f"{t:.2f}") for t in thresholds)
         final = "-" if e["final_ap"] is None else f"{e['final_ap']:.3f}"
         lines.append(f"| {e['dataset']} | {e['variant']} | {e['seed']} | {reached} | {final} | "
                      f"{e['validation_s']:.0f} | {e['process_wall_s']:.0f} |")
@@ -67,7 +77,16 @@ def main(argv=None) -> int:
                    help="after each run, evaluate the raw weights and the average of its step checkpoints "
                         "(EMA variants written with --checkpoint.filename {step}); offline, not timed")
     p.add_argument("--extra", default="", help="overrides added to every variant (e.g. '--trainer.max_steps 4')")
+    p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                   help="print the table of these result files instead of training (raw weights' rows included)")
     a = p.parse_args(argv)
+    if a.table:
+        entries = [e for path in a.table for e in json.loads(path.read_text())["time_to_ap"]]
+        for e in entries:
+            if e.get("raw_vs_average") and "raw_weights" not in e:
+                e["raw_weights"] = summarize(raw_weights_rows(e), a.thresholds)
+        print(table(entries, a.thresholds))
+        return 0
     if not a.config.is_file():
         p.error(f"--config {a.config}: no such file")
     variants = a.variant or [("default", [])]
@@ -84,6 +103,8 @@ def main(argv=None) -> int:
                 entry = run_one(a.config, root, run_dir, [*overrides, *extra], seed, REPO, a.thresholds)
                 if a.compare_raw:
                     entry["raw_vs_average"] = compare_raw_and_average(run_dir, a.config, root)
+                    if entry["raw_vs_average"]:
+                        entry["raw_weights"] = summarize(raw_weights_rows(entry), a.thresholds)
                 entries.append({"dataset": dataset, "variant": name, "seed": seed, "overrides": overrides, **entry})
                 a.out.parent.mkdir(parents=True, exist_ok=True)
                 a.out.write_text(json.dumps({"time_to_ap": entries, "meta": meta}, indent=2) + "\n")

@@ -91,6 +91,18 @@ def summarize(rows: list[dict], thresholds=THRESHOLDS) -> dict:
             "validation_s": sum(r["val_s"] for r in rows), "curve": rows}
 
 
+def raw_weights_rows(entry: dict) -> list[dict]:
+    """The validation rows of an EMA run's raw weights, from its `raw_vs_average` checkpoints.
+
+    Each checkpoint's raw AP gets the wall time of the run's validation at the same step (None
+    where none ran there), so `summarize` times the raw weights as it times the average.
+    """
+    at = {r["step"]: r for r in entry["curve"]}
+    return [{"step": r["step"], "wall_s": at[r["step"]]["wall_s"] if r["step"] in at else None,
+             "val_s": at[r["step"]]["val_s"] if r["step"] in at else 0.0, "AP": r["raw_AP"]}
+            for r in entry.get("raw_vs_average", [])]
+
+
 def compare_raw_and_average(run_dir: Path, config: Path, data_root: Path) -> list[dict]:
     """[{"step", "raw_AP", "average_AP"}] for every step checkpoint ({step}.ckpt) of an EMA run in `run_dir`.
 
