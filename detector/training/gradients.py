@@ -70,7 +70,7 @@ def gradient_rows(model, batch: dict) -> list[dict]:
     """One row per group (`COLUMNS` less step and fraction) for a batch of the collate contract."""
     groups = {g: [p for p in model.get_submodule(name).parameters() if p.requires_grad] for g, name in GROUPS.items()}
     params = [p for ps in groups.values() for p in ps]
-    outputs = model(model.normalize(batch["images"]))
+    outputs = model(batch["images"])
     parts, _ = model.loss(outputs, batch["boxes"], batch["labels"], batch["valid"])
     logits = outputs.cls_logits
     box = torch.autograd.grad(parts["loss_box"], params, retain_graph=True, allow_unused=True)

@@ -40,7 +40,7 @@ def _by_hand(model, batch, easy_only: bool = False):
     """(loss_cls, loss_box) from torchvision's focal loss and F.smooth_l1_loss on the matcher's labels;
     with easy_only, loss_cls summed over the easy-negative terms only (target 0, logit < 0)."""
     c = model.config
-    out = model(model.normalize(batch["images"]))
+    out = model(batch["images"])
     matches = model.matcher(batch["boxes"], batch["valid"], out.anchors)  # (N, R)
     positive, valid = matches >= 0, matches != IGNORE
     targets = torch.zeros_like(out.cls_logits)
@@ -118,7 +118,7 @@ def test_easy_negative_share_of_set_logits(cls_loss, alpha, gamma):
     with torch.no_grad():
         predictor.weight.zero_()
         predictor.bias.copy_(torch.tensor(LOGITS).repeat(predictor.bias.numel() // K))
-    out = model(model.normalize(batch["images"]))
+    out = model(batch["images"])
     matches = model.matcher(batch["boxes"], batch["valid"], out.anchors)
     negatives = int((matches == BACKGROUND).sum())
     n_idx, r_idx = (matches >= 0).nonzero(as_tuple=True)
