@@ -115,6 +115,19 @@ def _one_hot(labels: Tensor, k: int) -> Tensor:
     return (labels[..., None] == torch.arange(k, device=labels.device)).float()
 
 
+def anchor_labels(matches: Tensor, gt_labels: Tensor, k: int) -> Tensor:
+    """(N, R) matcher outcomes and (N, M) box labels -> (N, R) class of each anchor, K for "no class"."""
+    if gt_labels.shape[1] == 0:
+        return torch.full_like(matches, k)
+    labels = torch.gather(gt_labels, 1, matches.clamp(min=0))  # (N, R)
+    return torch.where(matches >= 0, labels, torch.full_like(labels, k))
+
+
+def easy_negative_terms(logits: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+    """(N, R, K) bool: the terms `easy_loss_per_anchor` counts, target 0 and logit < 0, on valid anchors."""
+    return (_one_hot(labels, logits.shape[-1]) == 0) & (logits.detach() < 0) & valid[..., None]
+
+
 class ImbalanceStats:
     """Statistics of one batch's classification loss; counts are per image (mean over the batch).
 
@@ -256,8 +269,7 @@ class RetinaNetLoss(nn.Module):
         positive = matches >= 0  # (N, R)
         valid = matches != IGNORE  # (N, R)
         safe = matches.clamp(min=0)  # (N, R) index into the M boxes
-        labels = torch.gather(gt_labels, 1, safe)  # (N, R)
-        labels = torch.where(positive, labels, torch.full_like(labels, k))  # K means "no class"
+        labels = anchor_labels(matches, gt_labels, k)  # (N, R), K means "no class"
         per_anchor = classification_loss_per_anchor if self.implementation == "reference" else focal_loss_per_anchor
         anchor_loss = per_anchor(cls_logits, labels, valid, self.alpha, self.gamma)  # (N, R)
         counted = torch.ones_like(positive)  # (N, R)

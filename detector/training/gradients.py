@@ -40,6 +40,8 @@ import lightning as L
 import torch
 
 from ..model import NonFiniteLossError
+from ..model import losses
+from ..model.losses import anchor_labels
 from ..model.matcher import IGNORE
 
 GROUPS = {"backbone": "backbone.body", "fpn": "backbone.fpn", "cls_subnet": "head.classification_head",
@@ -58,12 +60,8 @@ def loss_name(config) -> str:
 def easy_negative_terms(model, outputs, gt_boxes, gt_labels, gt_valid) -> torch.Tensor:
     """(N, R, K) bool: the terms with target 0 and logit < 0 (p_t > 0.5) of anchors the matcher keeps."""
     matches = model.matcher(gt_boxes, gt_valid, outputs.anchors)  # (N, R)
-    k = outputs.cls_logits.shape[-1]
-    labels = torch.full_like(matches, k)  # k: no class
-    if gt_labels.shape[1] > 0:
-        labels = torch.where(matches >= 0, torch.gather(gt_labels, 1, matches.clamp(min=0)), labels)
-    target = labels[..., None] == torch.arange(k, device=labels.device)  # (N, R, K)
-    return ~target & (outputs.cls_logits.detach() < 0) & (matches != IGNORE)[..., None]
+    labels = anchor_labels(matches, gt_labels, outputs.cls_logits.shape[-1])  # (N, R)
+    return losses.easy_negative_terms(outputs.cls_logits, labels, matches != IGNORE)
 
 
 def gradient_rows(model, batch: dict) -> list[dict]:
