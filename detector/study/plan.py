@@ -182,8 +182,13 @@ class Lab:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def level_config(self, level: Level) -> dict:
+        """The training sections at one level: its data, and at a canvas level its image size (the canvas's)."""
         config = copy.deepcopy(self.config)
         config["data"]["root"] = level.root
+        canvas = int(self.synthetic(level).get("canvas", 1))
+        if canvas > 1:  # the canvas is the image: trained and evaluated whole, never resized down
+            side = canvas * int(self.synthetic(level).get("image_size", 256))
+            config["data"].update(min_size=side, max_size=side)
         return config
 
     def cell_study(self, level: Level, optimizer: Optimizer) -> Study:
