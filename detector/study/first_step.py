@@ -65,7 +65,7 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
                 recipe_runs = sorted((r for r in runs if r["level"] == level.name and r["optimizer"] == optimizer.name
                                       and r["loss"] == loss and r["recipe"]), key=lambda r: r["seed"])
                 if recipe_runs:
-                    measured = first_row(lab.cell_dir(level, optimizer) / "runs" / recipe_runs[0]["variant"] / "train.csv")
+                    measured = first_row(recipe_runs[0]["folder"] / "train.csv")
                 if measured is not None:
                     break
             batch_ratio = None

@@ -80,7 +80,7 @@ def plot_ap_over_steps(out: Path, results: list[dict], colors: dict, context: st
     fig, (ax,) = _panels(1, 8, 5)
     drawn = False
     for r in results:
-        val, color = read_columns(out / "runs" / r["variant"] / "val.csv"), colors[r["variant"]]
+        val, color = read_columns(r["folder"] / "val.csv"), colors[r["variant"]]
         if val:
             ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color, label=r["variant"])
         if r.get("diverged"):
@@ -152,7 +152,7 @@ def plot_loss_share(out: Path, results: list[dict], colors: dict) -> None:
     fig, axes = _panels(2, 12, sharey=True)
     drawn = False
     for r in results:
-        train = read_columns(out / "runs" / r["variant"] / "train.csv")
+        train = read_columns(r["folder"] / "train.csv")
         for ax, key in zip(axes, ("neg_loss_share", "easy_neg_loss_share") if train else ()):
             ax.plot(train["step"], _smooth(train[key], max(1, len(train["step"]) // 40)), color=colors[r["variant"]],
                     lw=1.2, marker="o" if len(train["step"]) < 10 else None, ms=3, label=r["variant"])
@@ -314,8 +314,7 @@ def plot_ap_over_steps_best(lab, cells: dict, path: Path) -> None:
         for oi, optimizer in enumerate(lab.optimizers):
             for loss in lab.losses:
                 c = cells.get((level.name, optimizer.name, loss))
-                run = c["by_seed"][min(c["by_seed"])] if c else None
-                val = read_columns(lab.cell_dir(level, optimizer) / "runs" / run["variant"] / "val.csv") if c else {}
+                val = read_columns(c["by_seed"][min(c["by_seed"])]["folder"] / "val.csv") if c else {}
                 if val:
                     ax.plot(val["step"], val["AP"], marker="o", ms=3, color=colors[loss], ls=LINE_STYLES[oi % 3],
                             label=f"{loss} lr {c['lr']:g}, {optimizer.name}")
@@ -377,7 +376,7 @@ def write_lab_plots(lab, rows: list[dict]) -> None:
             if not best:
                 continue
             folder = lab.cell_dir(level, optimizer)
-            stats, by_run = load_stats(folder, best), {r["variant"]: colors.get(r["loss"], "black") for r in best}
+            stats, by_run = load_stats(best), {r["variant"]: colors.get(r["loss"], "black") for r in best}
             context = (f"level {level.name}{_ratio_label(lab, level)}, {optimizer.name}, each loss's best-of-grid lr, "
                        f"seed {', '.join(map(str, sorted({r['seed'] for r in best})))}")
             plot_ap_over_steps(folder, best, by_run, context)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.losses import anchor_labels
 from ..model.matcher import BACKGROUND
 
 GAMMAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -53,14 +54,9 @@ def collect_signed_logits(model, loader, max_images: int | None = None) -> dict[
             outputs = model(images)
             logits = outputs.cls_logits.float()  # (N, R, K)
             matches = model.matcher(boxes, valid, outputs.anchors)  # (N, R)
-            positive = matches >= 0  # (N, R)
-            background = matches == BACKGROUND  # (N, R)
+            positive, background = matches >= 0, matches == BACKGROUND  # (N, R)
             k = logits.shape[-1]
-            if boxes.shape[1] > 0:
-                gt_class = torch.gather(labels, 1, matches.clamp(min=0))  # (N, R)
-            else:
-                gt_class = torch.zeros_like(matches)
-            target = positive[..., None] & (gt_class[..., None] == torch.arange(k, device=device))  # (N, R, K)
+            target = anchor_labels(matches, labels, k)[..., None] == torch.arange(k, device=device)  # (N, R, K)
             signed = torch.where(target, logits, -logits)  # (N, R, K)
             positives.append(signed[positive].cpu().numpy())
             negatives.append(signed[background].cpu().numpy())

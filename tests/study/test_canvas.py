@@ -6,8 +6,7 @@ import json
 import pytest
 import yaml
 
-from detector.study.plan import build_lab
-from detector.study.presets import PRESET_DIR
+from detector.study.plan import PRESET_DIR, build_lab
 from detector.study.report import RUN_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
 
