@@ -165,7 +165,7 @@ def cell_runs(lab, level, optimizer) -> list[dict]:
             "seed": mods.get("seed", default_seed),
             "ratio_anchor": stats.get("negatives_per_positive"),
             "ratio_term": stats.get("negative_terms_per_positive_term"),
-            "steps_budget": level.max_steps, "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),
+            "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),
         })  # fmt: skip
     return rows
 
@@ -226,7 +226,7 @@ def summary_markdown(lab, rows: list[dict]) -> str:
         mean = np.mean([run_ap(c["by_seed"][s]) for s in seeds])
         rec = c["recipe"]
         recipe = "–" if rec is None else f"{_f(run_ap(rec))} / {_f(run_ap(rec, 'AP_low'))}"
-        rise = last_gain(c["by_seed"][min(seeds)]["folder"] / "val.csv")
+        rise = last_gain(c["run"]["folder"] / "val.csv")
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {c['lr']:g}{' (edge)' if c['edge'] else ''} | {hi} | {lo} | "
                    f"{mean:.3f} | {recipe} | {'–' if rise is None else f'{rise:+.3f}'} | "
                    f"{'yes' if c['complete'] else 'no'} |")

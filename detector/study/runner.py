@@ -120,10 +120,10 @@ def finish(study: Study, variant: Variant, trainer) -> dict[str, Any]:
         metrics = _rounded(_validate(trainer, score_thresh=low))
         out.update({f"{k}_low": metrics[k] for k in ("AP", "AP50", "AP75")} | {"low_score_thresh": low})
     module.to(trainer.strategy.root_device)
-    d, n = module.detector_config, int(study.settings["stats_images"])
-    subset = Subset(data.eval_dataset("val"), range(min(n, len(data.eval_dataset("val")))))
-    stats = loss_statistics(module.model, data.eval_dataloader(subset), max_images=n,
-                            own_gamma=d.gamma if d.cls_loss == "focal" else 0.0,
+    d, val_set = module.detector_config, data.eval_dataset("val")
+    subset = Subset(val_set, range(min(int(study.settings["stats_images"]), len(val_set))))
+    own_gamma = d.gamma if d.cls_loss == "focal" else 0.0
+    stats = loss_statistics(module.model, data.eval_dataloader(subset), own_gamma=own_gamma,
                             gammas=tuple(float(g) for g in study.settings["gammas"]))
     write_atomic(run_dir / "stats.json", json.dumps(stats) + "\n")
     if study.settings["save_models"]:
@@ -206,9 +206,8 @@ def write_record_json(path: Path, command: list[str], data: dict) -> None:
     text = " ".join(shlex.quote(c) for c in command)
     if text and (not commands or commands[-1] != text) and not is_shard_child():
         commands.append(text)
-    order = ["preset", "commands", *data]  # the committed files' key order
-    write_atomic(path, json.dumps({k: ({"commands": commands} | data)[k] for k in dict.fromkeys(order)},
-                                  indent=2, default=str) + "\n")
+    record = {"preset": data["preset"], "commands": commands, **data}  # the committed files' key order
+    write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
     if not (path.parent / ".gitignore").exists():
         write_atomic(path.parent / ".gitignore", "# trained models and resume points: large, and remade by the "
                                                  "study\ncheckpoints/\n*.ckpt\n")
