@@ -128,9 +128,10 @@ def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
         return []  # no Lightning import for a study without overrides
     from jsonargparse import ArgumentError, Namespace
 
-    for token in tokens:
-        if token.startswith("--") and (refusal := _managed(token[2:].partition("=")[0])):
-            raise StudyError(refusal)
+    for key in (t[2:].partition("=")[0] for t in tokens if t.startswith("--")):
+        for managed, instead in MANAGED_KEYS.items():
+            if key == managed or key.startswith(managed + "."):
+                raise StudyError(f"--{key} is set by the study; use {instead}")
     try:
         given = _override_parser().parse_args(list(tokens), defaults=False)
     except ArgumentError as err:  # the parser's message, its first two lines (key, reason) as one
@@ -155,14 +156,6 @@ def _plain(value: Any, namespace: type) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v, namespace) for v in value]
     return value
-
-
-def _managed(key: str) -> str | None:
-    """The refusal of a key the study sets itself, or None."""
-    for managed, instead in MANAGED_KEYS.items():
-        if key == managed or key.startswith(managed + "."):
-            return f"--{key} is set by the study; use {instead}"
-    return None
 
 
 def set_key(config: dict, dotted: str, value: Any) -> None:
@@ -299,8 +292,8 @@ class LabError(StudyError):
 
 @dataclass(frozen=True)
 class Level:
-    """An imbalance level: synthetic data knobs (over the lab's), its steps, and `lrs`, (optimizer, grid) pairs
-    replacing an optimizer's grid here (still one grid for every loss)."""
+    """An imbalance level: its synthetic data knobs (the lab's, the level's own over them), its steps, and `lrs`,
+    (optimizer, grid) pairs replacing an optimizer's grid here (still one grid for every loss)."""
 
     name: str
     synthetic: dict
@@ -343,9 +336,9 @@ class Lab:
         """The training sections at one level: its data, and at a canvas level its image size (the canvas's)."""
         config = copy.deepcopy(self.config)
         config["data"]["root"] = level.root
-        canvas = int(self.synthetic(level).get("canvas", 1))
+        canvas = int(level.synthetic.get("canvas", 1))
         if canvas > 1:  # the canvas is the image: trained and evaluated whole, never resized down
-            side = canvas * int(self.synthetic(level).get("image_size", 256))
+            side = canvas * int(level.synthetic.get("image_size", 256))
             config["data"].update(min_size=side, max_size=side)
         return config
 
@@ -357,13 +350,10 @@ class Lab:
         stats = self.level_stats(level)
         keep = ("evals", "milestone_fractions", "stats_images", "gammas", "save_models", "low_score_thresh")
         settings = {**{k: self.settings.get(k) for k in keep}, "variants": [], "max_steps": level.max_steps,
-                    "synthetic": self.synthetic(level),
+                    "synthetic": level.synthetic,
                     "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None}
         return Study(preset=self.preset, config=config, settings=settings, out=self.cell_dir(level, optimizer),
                      overrides=self.overrides, command=self.command)
-
-    def synthetic(self, level: Level) -> dict:
-        return {**self.settings["synthetic"], **level.synthetic}
 
     def grid(self, level: Level, optimizer: Optimizer) -> tuple[float, ...]:
         """The lr grid of one (level, optimizer): the level's own if it names one, else the optimizer's."""
@@ -410,7 +400,7 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     replaces every grid, `max_steps` every level's steps (pilots: a folder holds one set of settings)."""
     path, config, settings, pairs = _resolve(preset, LAB_DEFAULTS, ("levels", "optimizers", "losses"), overrides, evals)
     all_levels = [
-        Level(name=str(lv["name"]), synthetic=dict(lv.get("synthetic") or {}),
+        Level(name=str(lv["name"]), synthetic={**settings["synthetic"], **(lv.get("synthetic") or {})},
               max_steps=int(max_steps or lv["max_steps"]),
               root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"),
               lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))

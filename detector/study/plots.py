@@ -173,12 +173,11 @@ def plot_loss_share(out: Path, results: list[dict], colors: dict) -> None:
 
 
 def _reference(results: list[dict], stats: dict[str, dict]) -> str | None:
+    """The model of the Figure-4 plot: REFERENCE_VARIANT, else focal loss at gamma 2, else the first finished."""
     finished = [r for r in results if r["variant"] in stats]
-    for r in finished:
-        if r["variant"] == REFERENCE_VARIANT:
-            return r["variant"]
+    reference = [r for r in finished if r["variant"] == REFERENCE_VARIANT]
     focal = [r for r in finished if r["loss"] == "focal" and r["gamma"] == 2 and _recipe_row(r)]
-    return (focal or finished or [{"variant": None}])[0]["variant"]
+    return (reference or focal or finished or [{"variant": None}])[0]["variant"]
 
 
 def plot_loss_cdf(out: Path, results: list[dict], stats: dict[str, dict], context: str = "") -> None:

@@ -167,8 +167,8 @@ def write_records(run_dir: Path, final: dict | None = None) -> tuple[list[dict],
     val = {r["step"]: {"step": r["step"], **_rounded({k: float(r.get(f"val/{k}") or -1) for k in COCO_METRIC_NAMES})}
            for r in rows if r.get("val/AP")} | ({final["step"]: final} if final else {})
     records = [train[s] for s in sorted(train)], [val[s] for s in sorted(val)]
-    for name, rows, columns in (("train.csv", records[0], TRAIN_KEYS), ("val.csv", records[1], COCO_METRIC_NAMES)):
-        write_atomic(run_dir / name, csv_text(["step", *columns], rows, lineterminator="\r\n"))
+    for name, table, columns in (("train.csv", records[0], TRAIN_KEYS), ("val.csv", records[1], COCO_METRIC_NAMES)):
+        write_atomic(run_dir / name, csv_text(["step", *columns], table, lineterminator="\r\n"))
     return records
 
 
@@ -333,15 +333,15 @@ def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) ->
     from .anchor_stats import anchor_statistics
 
     stats = lab.level_stats(level)
-    if stats is not None and stats.get("synthetic") == lab.synthetic(level):
+    if stats is not None and stats.get("synthetic") == level.synthetic:
         return stats
     folder = lab.out / "levels"
-    prepare_data(lab.level_config(level)["data"], lab.synthetic(level), log)
+    prepare_data(lab.level_config(level)["data"], level.synthetic, log)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / f"{level.name}.yaml", yaml.safe_dump(lab.level_config(level), sort_keys=False))
     log(f"[lab] level {level.name}: counting positive and negative anchors of the val split")
     stats = {**anchor_statistics(folder / f"{level.name}.yaml", progress=False), "level": level.name,
-             "synthetic": lab.synthetic(level)}
+             "synthetic": level.synthetic}
     write_atomic(folder / f"{level.name}.json", json.dumps(stats, indent=2) + "\n")
     log(f"[lab] level {level.name}: {stats['boxes_per_image']:.2f} objects an image, 1 positive anchor in "
         f"{stats['negatives_per_positive'] + 1:,.0f}, foreground fraction {stats['foreground_fraction']:.2e}")
