@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = build_parser().parse_known_args(argv)
 
     from detector.cli import one_line_errors
-    from detector.study import StudyError, VariantError, build_study, load_results, run_study
-    from detector.study.plan import LabError, build_lab, is_lab_preset
-    from detector.study.presets import PRESET_DIR, preset_path, read_preset
+    from detector.study import StudyError, VariantError, build_study, run_study
+    from detector.study.plan import PRESET_DIR, LabError, build_lab, is_lab_preset, preset_path, read_preset
     from detector.study.report import write_lab_report, write_report
     from detector.study.runner import check_same_settings, launch_shards, prepare_study, run_lab
 
@@ -117,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             if args.report_only:
                 check_same_settings(study)  # the header describes the settings: they must be the folder's
-                write_report(out, load_results(out), study, plots=not args.no_report)
+                write_report(study, plots=not args.no_report)
                 print(f"[study] table: {out / 'results.md'}")
                 return 0
             if args.gpus:
                 gpus = [g for g in args.gpus.split(",") if g.strip()]
                 prepare_study(study)  # once, before the shards start
                 status = launch_shards(__file__, _without(argv, "--gpus"), gpus, out)
-                write_report(out, load_results(out), study)
+                write_report(study)
                 print(f"[study] table: {out / 'results.md'}")
                 return status
             run_study(study, variants, shard=_shard(args.shard) if args.shard else None, force=args.force,

@@ -1,11 +1,10 @@
-"""The loss study and the imbalance lab, one stack (scripts/ablate.py): preset (presets.py, variants.py) ->
-plan (plan.py) -> runs (runner.py, through the project's LightningCLI) -> records (records.py) -> tables and
+"""The loss study and the imbalance lab, one stack (scripts/ablate.py): preset and
+plan (plan.py, variants.py) -> runs (runner.py, through the project's LightningCLI) -> records (records.py) -> tables and
 figures (report.py, plots.py). The science: stats.py (loss distributions), cells.py (the one best-of-grid
 rule, the tie rule), first_step.py (the loss at the prior init), anchor_stats.py (a level's anchor counts).
 """
 
-from .plan import Study, build_study
-from .presets import StudyError
+from .plan import Study, StudyError, build_study
 from .records import load_results
 from .runner import run_study
 from .variants import Variant, VariantError, parse_variant, parse_variants

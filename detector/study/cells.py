@@ -34,7 +34,8 @@ def run_ap(r: dict | None, key: str = "AP") -> float | None:
 
 
 def best_cells(rows: list[dict], lrs: dict[tuple[str, str], tuple[float, ...]] | None = None) -> dict[tuple, dict]:
-    """{(level, optimizer, loss): cell}: the best grid lr (first seed's AP at 0.05) and its runs by seed.
+    """{(level, optimizer, loss): cell}: the best grid lr (first seed's AP at 0.05), its run at the first seed
+    ("run") and its runs by seed.
 
     lrs: {(level, optimizer): grid}. A run at an lr outside its grid (a pilot, an older grid) is
     not a candidate, and a cell is complete when every lr of its grid ran. None: every lr seen is
@@ -57,8 +58,8 @@ def best_cells(rows: list[dict], lrs: dict[tuple[str, str], tuple[float, ...]] |
         by_seed.update({r["seed"]: r for r in runs if r["seed"] != first and math.isclose(r["lr"], best_lr)})
         recipe = next((r for r in grid.values() if r.get("recipe")), None)
         edge = complete and len(grid) > 1 and (math.isclose(best_lr, min(grid)) or math.isclose(best_lr, max(grid)))
-        cells[key] = {"lr": best_lr, "by_seed": by_seed, "recipe": recipe, "complete": complete, "edge": edge,
-                      "ratio_anchor": runs[0].get("ratio_anchor"), "grid": grid}
+        cells[key] = {"lr": best_lr, "run": grid[best_lr], "by_seed": by_seed, "recipe": recipe, "complete": complete,
+                      "edge": edge}
     return cells
 
 
@@ -78,32 +79,25 @@ def _is_grid(r: dict) -> bool:
 
 
 def gap(cells: dict[tuple, dict], level: str, optimizer: str, loss: str, against: str, key: str = "AP") -> dict | None:
-    """AP(loss) - AP(against) of two best cells: per common seed, mean, range, spread, tie verdict."""
+    """AP(loss) - AP(against) of two best cells: per common seed, mean, seed spread, noise floor, tie verdict."""
     a, b = cells.get((level, optimizer, loss)), cells.get((level, optimizer, against))
     if a is None or b is None:
         return None
-    seeds = sorted(set(a["by_seed"]) & set(b["by_seed"]))
-    per_seed = {s: run_ap(a["by_seed"][s], key) - run_ap(b["by_seed"][s], key) for s in seeds
-                if run_ap(a["by_seed"][s], key) is not None and run_ap(b["by_seed"][s], key) is not None}
-    if not per_seed:
+    aps = [{s: run_ap(c["by_seed"][s], key) for s in sorted(set(a["by_seed"]) & set(b["by_seed"]))} for c in (a, b)]
+    seeds = [s for s in aps[0] if aps[0][s] is not None and aps[1][s] is not None]
+    if not seeds:
         return None
-    values = list(per_seed.values())
-    spreads, means = [], []
-    for cell in (a, b):
-        aps = [run_ap(cell["by_seed"][s], key) for s in per_seed]
-        spreads.append(max(aps) - min(aps))
-        means.append(float(np.mean(aps)))
-    mean = float(np.mean(values))
-    spread = max(spreads) if len(per_seed) > 1 else None
-    floor = max(means) < NOISE_FLOOR
+    per_seed = {s: aps[0][s] - aps[1][s] for s in seeds}
+    mean = float(np.mean(list(per_seed.values())))
+    spread = max(max(ap[s] for s in seeds) - min(ap[s] for s in seeds) for ap in aps) if len(seeds) > 1 else None
+    floor = max(float(np.mean([ap[s] for s in seeds])) for ap in aps) < NOISE_FLOOR
     if floor:
         verdict = "noise floor"
     elif spread is None:
         verdict = "one seed"
     else:
         verdict = "tie" if abs(mean) <= spread else ("ahead" if mean > 0 else "behind")
-    return {"per_seed": per_seed, "mean": mean, "min": min(values), "max": max(values), "spread": spread,
-            "floor": floor, "verdict": verdict}
+    return {"per_seed": per_seed, "mean": mean, "spread": spread, "floor": floor, "verdict": verdict}
 
 
 __all__ = ["GAPS", "NOISE_FLOOR", "THRESHOLDS", "best_cells", "best_of_grid", "gap", "run_ap"]

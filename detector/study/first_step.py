@@ -25,18 +25,12 @@ def loss_at_prior(neg_terms_per_pos: float, prior: float, gamma: float = 0.0,
     return positive + negative, negative / (positive + negative)
 
 
-def has_fixed_prior(variant: Variant) -> bool:
-    """CE or focal loss with a set prior: the losses `loss_at_prior` describes."""
-    d = variant.detector
-    return d["cls_loss"] in ("ce", "focal") and d["prior_prob"] not in (None, "data") and not d.get("guided_loss_scaling")
-
-
 def closed_form(variant: Variant, neg_terms: float | None) -> tuple[float, float] | None:
-    """`loss_at_prior` for a variant with a fixed prior (CE or focal loss); None for the others."""
-    if not has_fixed_prior(variant) or neg_terms is None:
-        return None
+    """`loss_at_prior` for CE or focal loss with a fixed prior (the losses it describes); None for the others."""
     d = variant.detector
-    return loss_at_prior(neg_terms, d["prior_prob"], d["gamma"], d["alpha"])
+    if d["cls_loss"] not in ("ce", "focal") or d["prior_prob"] in (None, "data") or d.get("guided_loss_scaling"):
+        return None
+    return None if neg_terms is None else loss_at_prior(neg_terms, d["prior_prob"], d["gamma"], d["alpha"])
 
 
 def first_row(train_csv: Path) -> dict[str, float] | None:
@@ -65,7 +59,7 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
                 recipe_runs = sorted((r for r in runs if r["level"] == level.name and r["optimizer"] == optimizer.name
                                       and r["loss"] == loss and r["recipe"]), key=lambda r: r["seed"])
                 if recipe_runs:
-                    measured = first_row(lab.cell_dir(level, optimizer) / "runs" / recipe_runs[0]["variant"] / "train.csv")
+                    measured = first_row(recipe_runs[0]["folder"] / "train.csv")
                 if measured is not None:
                     break
             batch_ratio = None
@@ -77,4 +71,4 @@ def first_step_rows(lab, runs: list[dict]) -> list[dict]:
     return out
 
 
-__all__ = ["closed_form", "first_row", "first_step_rows", "has_fixed_prior", "loss_at_prior"]
+__all__ = ["closed_form", "first_row", "first_step_rows", "loss_at_prior"]

@@ -1,4 +1,9 @@
-"""A study's plan: the settings its runs share, their fingerprint, each run's training config.
+"""A study's preset and plan: the settings its runs share, their fingerprint, each run's training config.
+
+A preset (configs/ablation/*.yaml) is a training config (seed_everything, trainer, model, data, as
+scripts/train.py reads them) and a `study:` section (STUDY_DEFAULTS; a lab's: LAB_DEFAULTS). `--section.key
+VALUE` overrides apply to every run; the training config's own jsonargparse parser checks their keys and types,
+and keys the study sets itself (MANAGED_KEYS) are refused. Every module of the study raises StudyError.
 
 `build_study` resolves a preset and the command line into a Study; `Study.variant_config(variant)` is a
 variant's complete training config (the preset's sections, the study's steps, validations, schedule, logging,
@@ -14,6 +19,7 @@ runs: detector.study.runner; its tables and figures: detector.study.report, .plo
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -22,8 +28,145 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .presets import StudyError, load_preset, parse_overrides, preset_path, read_preset, set_key
+import yaml
+
 from .variants import Variant, VariantError, parse_variant, parse_variants
+
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "ablation"
+TRAIN_SECTIONS = ("seed_everything", "trainer", "model", "data")
+
+STUDY_DEFAULTS: dict[str, Any] = {
+    "variants": ["ce_no_prior", "ce_prior", "focal_g2_a0.25"], "max_steps": 500, "evals": 5,
+    "losses": None,  # {name: model.detector keys}: the variants' settings (detector.study.variants)
+    "milestone_fractions": [0.667, 0.889], "stats_images": 64, "gammas": [0.0, 0.5, 1.0, 2.0, 5.0],
+    "save_models": True, "synthetic": None,
+    "foreground_prior": None,  # the bias init of `sampling_free` variants: measured by the imbalance lab
+    "low_score_thresh": None,  # also evaluate the final model at this score threshold (e.g. 0.001)
+}  # fmt: skip
+
+
+class StudyError(RuntimeError):
+    """A study that cannot run as asked (bad preset, mixed settings, a variant that crashed)."""
+
+
+def preset_path(preset: str | os.PathLike) -> Path:
+    """A preset name ("quick" -> configs/ablation/quick.yaml) or a path to a YAML file."""
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    named = PRESET_DIR / f"{preset}.yaml"
+    if not named.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
+        raise StudyError(f"no preset {preset!r} (known: {known}; or give a path to a YAML file)")
+    return named
+
+
+def read_preset(path: Path) -> Any:
+    """The parsed YAML of a preset file; a one-line StudyError when it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise StudyError(f"{path}: cannot read preset ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_preset(preset: str | os.PathLike, defaults: dict[str, Any] = STUDY_DEFAULTS,
+                required: tuple[str, ...] = ("losses",)) -> tuple[dict, dict]:
+    """(training config, study settings) of a preset file: its study section over `defaults`, whose keys are the
+    known ones (a lab preset's: LAB_DEFAULTS); `required` keys must be set."""
+    path = preset_path(preset)
+    data = read_preset(path)
+    if not isinstance(data, dict):
+        raise StudyError(f"{path}: a preset is a mapping with study, trainer, model and data sections")
+    unknown = sorted(set(data) - {"study", *TRAIN_SECTIONS})
+    if unknown:
+        raise StudyError(f"{path}: unknown top-level keys {unknown} (expected study, {', '.join(TRAIN_SECTIONS)})")
+    for section in ("trainer", "model", "data"):
+        if not isinstance(data.get(section), dict):
+            raise StudyError(f"{path}: no {section}: section")
+    study = data.get("study") or {}
+    unknown = sorted(set(study) - set(defaults))
+    if unknown:
+        raise StudyError(f"{path}: unknown study keys {unknown} (known: {', '.join(defaults)})")
+    settings = {**copy.deepcopy(defaults), **study}
+    missing = [k for k in required if not settings.get(k)]
+    if missing:
+        raise StudyError(f"{path}: the study section needs {', '.join(missing)}")
+    if not isinstance(settings["losses"], dict):
+        raise StudyError(f"{path}: study.losses maps each variant name to its model.detector keys "
+                         "(see configs/ablation/quick.yaml)")
+    config = {k: data[k] for k in TRAIN_SECTIONS if k in data}
+    return config, settings
+
+
+#: Keys the study sets itself: overriding them for the whole study would break its promises.
+MANAGED_KEYS: dict[str, str] = {
+    "trainer.max_steps": "--max-steps",
+    "trainer.val_check_interval": "--evals",
+    "trainer.check_val_every_n_epoch": "--evals",
+    "trainer.logger": "(the study writes OUT/tb/<variant>)",
+    "trainer.default_root_dir": "--out",
+    "trainer.callbacks": "(the study adds its timer)",
+    "trainer.log_every_n_steps": "(the study logs every step)",
+    "model.milestones": "study.milestone_fractions in the preset",
+    "model.detector.cls_loss": "--variants",
+    "model.detector.alpha": "--variants",
+    "model.detector.gamma": "--variants",
+    "model.detector.prior_prob": "--variants",
+    "model.detector.ohem_neg_pos_ratio": "--variants (ohem_1to<R>)",
+    "checkpoint": "(the study saves OUT/checkpoints/<variant>/final.pt)",
+}
+
+
+def parse_overrides(tokens: list[str]) -> list[tuple[str, Any]]:
+    """(dotted key, typed value) of `--section.key VALUE` / `--section.key=VALUE` tokens, read by the
+    training config's own jsonargparse parser (detector.cli.training_parser): a key the config lacks,
+    a value of the wrong type or a key the study sets itself is a one-line StudyError."""
+    if not tokens:
+        return []  # no Lightning import for a study without overrides
+    from jsonargparse import ArgumentError, Namespace
+
+    for key in (t[2:].partition("=")[0] for t in tokens if t.startswith("--")):
+        for managed, instead in MANAGED_KEYS.items():
+            if key == managed or key.startswith(managed + "."):
+                raise StudyError(f"--{key} is set by the study; use {instead}")
+    try:
+        given = _override_parser().parse_args(list(tokens), defaults=False)
+    except ArgumentError as err:  # the parser's message, its first two lines (key, reason) as one
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise StudyError(f"config overrides: {' '.join(lines[:2])}") from None
+    return [(key, _plain(value, Namespace)) for key, value in given.items(branches=False)]
+
+
+@functools.lru_cache(maxsize=1)
+def _override_parser():
+    from ..cli import training_parser
+    from ..quiet import silence_third_party_noise
+
+    silence_third_party_noise()
+    return training_parser()
+
+
+def _plain(value: Any, namespace: type) -> Any:
+    """A parsed value as the YAML/JSON of a config file holds it (class specs inside lists are Namespaces)."""
+    if isinstance(value, namespace):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, namespace) for v in value]
+    return value
+
+
+def set_key(config: dict, dotted: str, value: Any) -> None:
+    """config["a"]["b"]["c"] = value for "a.b.c", making the missing levels."""
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
 
 
 #: Settings that joined the study after results were made: in the fingerprint only when set.
@@ -102,24 +245,32 @@ class Study:
         return config
 
 
-def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: str | list[str] | None = None,
-                max_steps: int | None = None, evals: int | None = None, image_size: int | None = None,
-                overrides: list[str] | None = None, command: list[str] | None = None) -> tuple[Study, list[Variant]]:
-    """The study a preset and the command line's values describe, and its variants."""
+def _resolve(preset: str | os.PathLike, defaults: dict[str, Any], required: tuple[str, ...], overrides: list[str] | None,
+             evals: int | None, image_size: int | None = None) -> tuple[Path, dict, dict, list[tuple[str, Any]]]:
+    """(preset path, training config, study settings, parsed overrides): the preset read, the command line's
+    image size and then its overrides set in the config, its --evals in the settings."""
     path = preset_path(preset)
-    config, settings = load_preset(path)
-    if max_steps is not None:
-        settings["max_steps"] = max_steps
+    config, settings = load_preset(path, defaults, required)
     if evals is not None:
         settings["evals"] = evals
-    if int(settings["max_steps"]) < 1 or int(settings["evals"]) < 1:
-        raise StudyError("max_steps and evals must be at least 1")
     if image_size is not None:
         for key in ("data.min_size", "data.max_size"):  # the data's key only: the model reads it
             set_key(config, key, image_size)
     pairs = parse_overrides(list(overrides or []))
     for key, value in pairs:
         set_key(config, key, value)
+    return path, config, settings, pairs
+
+
+def build_study(preset: str | os.PathLike, out: str | os.PathLike, *, variants: str | list[str] | None = None,
+                max_steps: int | None = None, evals: int | None = None, image_size: int | None = None,
+                overrides: list[str] | None = None, command: list[str] | None = None) -> tuple[Study, list[Variant]]:
+    """The study a preset and the command line's values describe, and its variants."""
+    path, config, settings, pairs = _resolve(preset, STUDY_DEFAULTS, ("losses",), overrides, evals, image_size)
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
+    if int(settings["max_steps"]) < 1 or int(settings["evals"]) < 1:
+        raise StudyError("max_steps and evals must be at least 1")
     chosen = parse_variants(variants if variants is not None else settings["variants"], settings["losses"])
     settings["variants"] = [v.name for v in chosen]
     study = Study(preset=path, config=config, settings=settings, out=Path(out), overrides=pairs,
@@ -141,8 +292,8 @@ class LabError(StudyError):
 
 @dataclass(frozen=True)
 class Level:
-    """An imbalance level: synthetic data knobs (over the lab's), its steps, and `lrs`, (optimizer, grid) pairs
-    replacing an optimizer's grid here (still one grid for every loss)."""
+    """An imbalance level: its synthetic data knobs (the lab's, the level's own over them), its steps, and `lrs`,
+    (optimizer, grid) pairs replacing an optimizer's grid here (still one grid for every loss)."""
 
     name: str
     synthetic: dict
@@ -185,9 +336,9 @@ class Lab:
         """The training sections at one level: its data, and at a canvas level its image size (the canvas's)."""
         config = copy.deepcopy(self.config)
         config["data"]["root"] = level.root
-        canvas = int(self.synthetic(level).get("canvas", 1))
+        canvas = int(level.synthetic.get("canvas", 1))
         if canvas > 1:  # the canvas is the image: trained and evaluated whole, never resized down
-            side = canvas * int(self.synthetic(level).get("image_size", 256))
+            side = canvas * int(level.synthetic.get("image_size", 256))
             config["data"].update(min_size=side, max_size=side)
         return config
 
@@ -199,13 +350,10 @@ class Lab:
         stats = self.level_stats(level)
         keep = ("evals", "milestone_fractions", "stats_images", "gammas", "save_models", "low_score_thresh")
         settings = {**{k: self.settings.get(k) for k in keep}, "variants": [], "max_steps": level.max_steps,
-                    "synthetic": self.synthetic(level),
+                    "synthetic": level.synthetic,
                     "foreground_prior": round(stats["foreground_fraction"], 8) if stats else None}
         return Study(preset=self.preset, config=config, settings=settings, out=self.cell_dir(level, optimizer),
                      overrides=self.overrides, command=self.command)
-
-    def synthetic(self, level: Level) -> dict:
-        return {**self.settings["synthetic"], **level.synthetic}
 
     def grid(self, level: Level, optimizer: Optimizer) -> tuple[float, ...]:
         """The lr grid of one (level, optimizer): the level's own if it names one, else the optimizer's."""
@@ -250,15 +398,9 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
               overrides: list[str] | None = None, command: list[str] | None = None) -> Lab:
     """The lab a preset and the command line describe (a selection of its levels, optimizers, ...); `lrs`
     replaces every grid, `max_steps` every level's steps (pilots: a folder holds one set of settings)."""
-    path = preset_path(preset)
-    config, settings = load_preset(path, LAB_DEFAULTS, required=("levels", "optimizers", "losses"))
-    pairs = parse_overrides(list(overrides or []))
-    for key, value in pairs:
-        set_key(config, key, value)
-    if evals is not None:
-        settings["evals"] = evals
+    path, config, settings, pairs = _resolve(preset, LAB_DEFAULTS, ("levels", "optimizers", "losses"), overrides, evals)
     all_levels = [
-        Level(name=str(lv["name"]), synthetic=dict(lv.get("synthetic") or {}),
+        Level(name=str(lv["name"]), synthetic={**settings["synthetic"], **(lv.get("synthetic") or {})},
               max_steps=int(max_steps or lv["max_steps"]),
               root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"),
               lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))

@@ -18,7 +18,7 @@ import numpy as np
 from ..io import atomic_path
 from .anchor_stats import neg_terms_per_pos
 from .cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap
-from .first_step import closed_form, first_step_rows, has_fixed_prior
+from .first_step import closed_form, first_step_rows
 from .records import load_stats, read_columns
 
 #: Every figure of a study, with its title in results.md.
@@ -76,17 +76,24 @@ def _recipe_row(r: dict) -> bool:
     return bool(r.get("prior_init")) and "+" not in r["variant"]
 
 
+def _ap_curves(ax, runs: list[dict], color: dict, label=lambda r: r["variant"], ls: str = "-") -> bool:
+    """Each run's validation AP against the step (val.csv), a cross at 0 where it diverged; whether any was drawn.
+    color: {variant: colour}; label: a run's legend entry."""
+    drawn = False
+    for r in runs:
+        val = read_columns(r["folder"] / "val.csv")
+        if val:
+            ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color[r["variant"]], ls=ls, label=label(r))
+        if r.get("diverged"):
+            ax.plot([r["diverged_step"]], [0.0], marker="x", ms=9, mew=2, color=color[r["variant"]],
+                    label=f"{label(r)} (diverged at step {r['diverged_step']})")
+        drawn = drawn or bool(val) or bool(r.get("diverged"))
+    return drawn
+
+
 def plot_ap_over_steps(out: Path, results: list[dict], colors: dict, context: str = "") -> None:
     fig, (ax,) = _panels(1, 8, 5)
-    drawn = False
-    for r in results:
-        val, color = read_columns(out / "runs" / r["variant"] / "val.csv"), colors[r["variant"]]
-        if val:
-            ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color, label=r["variant"])
-        if r.get("diverged"):
-            ax.plot([r["diverged_step"]], [0.0], marker="x", ms=9, mew=2, color=color,
-                    label=f"{r['variant']} (diverged at step {r['diverged_step']})")
-        drawn = drawn or bool(val) or bool(r.get("diverged"))
+    drawn = _ap_curves(ax, results, colors)
     ax.set(xlabel="training step", ylabel="validation AP (pycocotools, 0-1)", title=_titled("AP over training", context))
     ax.set_ylim(bottom=-0.02)
     _finish(fig, [ax], out / "ap_over_steps.png", drawn, "no validation yet", ax, loc="upper left", ncol=2)
@@ -152,7 +159,7 @@ def plot_loss_share(out: Path, results: list[dict], colors: dict) -> None:
     fig, axes = _panels(2, 12, sharey=True)
     drawn = False
     for r in results:
-        train = read_columns(out / "runs" / r["variant"] / "train.csv")
+        train = read_columns(r["folder"] / "train.csv")
         for ax, key in zip(axes, ("neg_loss_share", "easy_neg_loss_share") if train else ()):
             ax.plot(train["step"], _smooth(train[key], max(1, len(train["step"]) // 40)), color=colors[r["variant"]],
                     lw=1.2, marker="o" if len(train["step"]) < 10 else None, ms=3, label=r["variant"])
@@ -166,12 +173,11 @@ def plot_loss_share(out: Path, results: list[dict], colors: dict) -> None:
 
 
 def _reference(results: list[dict], stats: dict[str, dict]) -> str | None:
+    """The model of the Figure-4 plot: REFERENCE_VARIANT, else focal loss at gamma 2, else the first finished."""
     finished = [r for r in results if r["variant"] in stats]
-    for r in finished:
-        if r["variant"] == REFERENCE_VARIANT:
-            return r["variant"]
+    reference = [r for r in finished if r["variant"] == REFERENCE_VARIANT]
     focal = [r for r in finished if r["loss"] == "focal" and r["gamma"] == 2 and _recipe_row(r)]
-    return (focal or finished or [{"variant": None}])[0]["variant"]
+    return (reference or focal or finished or [{"variant": None}])[0]["variant"]
 
 
 def plot_loss_cdf(out: Path, results: list[dict], stats: dict[str, dict], context: str = "") -> None:
@@ -312,13 +318,9 @@ def plot_ap_over_steps_best(lab, cells: dict, path: Path) -> None:
     colors = palette(lab.losses)
     for ax, level in zip(axes, lab.levels):
         for oi, optimizer in enumerate(lab.optimizers):
-            for loss in lab.losses:
-                c = cells.get((level.name, optimizer.name, loss))
-                run = c["by_seed"][min(c["by_seed"])] if c else None
-                val = read_columns(lab.cell_dir(level, optimizer) / "runs" / run["variant"] / "val.csv") if c else {}
-                if val:
-                    ax.plot(val["step"], val["AP"], marker="o", ms=3, color=colors[loss], ls=LINE_STYLES[oi % 3],
-                            label=f"{loss} lr {c['lr']:g}, {optimizer.name}")
+            best = [c["run"] for loss in lab.losses if (c := cells.get((level.name, optimizer.name, loss)))]
+            _ap_curves(ax, best, {r["variant"]: colors[r["loss"]] for r in best},
+                       lambda r, o=optimizer.name: f"{r['loss']} lr {r['lr']:g}, {o}", LINE_STYLES[oi % 3])
         ax.set(xlabel="training step", ylabel="validation AP", title=f"level {level.name}{_ratio_label(lab, level)}")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -341,7 +343,7 @@ def plot_first_step_loss(lab, rows: list[dict], path: Path) -> None:
     xs = np.geomspace(min(ratios, default=10.0) / 3, max(ratios, default=1e3) * 3, 200)
     for loss in lab.losses:
         v = lab.variant(loss)
-        if has_fixed_prior(v) and k:  # a positive anchor brings K - 1 negative terms, a negative one K
+        if k and closed_form(v, 1.0):  # a positive anchor brings K - 1 negative terms, a negative one K
             ax.plot(xs, [closed_form(v, neg_terms_per_pos(1.0, x, k))[0] for x in xs], color=colors[loss],
                     label=f"{loss}: closed form")
         pts = [(batch[(r["level"], loss)], r["measured"]["loss_cls"]) for r in first
@@ -373,11 +375,11 @@ def write_lab_plots(lab, rows: list[dict]) -> None:
         for optimizer in lab.optimizers:
             # focal first: the model of Figure 4
             losses = sorted(lab.losses, key=lambda n: lab.variant(n).detector["cls_loss"] != "focal")
-            best = [c["by_seed"][min(c["by_seed"])] for n in losses if (c := cells.get((level.name, optimizer.name, n)))]
+            best = [c["run"] for n in losses if (c := cells.get((level.name, optimizer.name, n)))]
             if not best:
                 continue
             folder = lab.cell_dir(level, optimizer)
-            stats, by_run = load_stats(folder, best), {r["variant"]: colors.get(r["loss"], "black") for r in best}
+            stats, by_run = load_stats(best), {r["variant"]: colors.get(r["loss"], "black") for r in best}
             context = (f"level {level.name}{_ratio_label(lab, level)}, {optimizer.name}, each loss's best-of-grid lr, "
                        f"seed {', '.join(map(str, sorted({r['seed'] for r in best})))}")
             plot_ap_over_steps(folder, best, by_run, context)

@@ -1,5 +1,5 @@
 """The study's record files, read back (no Lightning here): a run's train.csv, val.csv, stats.json and
-result.json, a folder's study.json / lab.json; CSV tables written atomically (detector.io); the code's commit."""
+result.json, a folder's study.json / lab.json; CSV text; the code's commit."""
 
 from __future__ import annotations
 
@@ -13,21 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from ..io import write_atomic
-
 #: The COCO numbers a study's tables carry for each run (pycocotools' first six).
 METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 #: The final losses are the mean of the last this-many training steps.
 FINAL_LOSS_WINDOW = 20
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
-    """rows as a CSV table with these columns (other keys ignored), atomically."""
+def csv_text(columns: tuple[str, ...] | list[str], rows: list[dict], cell=lambda column, value: value,
+             lineterminator: str = "\n") -> str:
+    """rows as CSV text with these columns (other keys ignored), each value written as `cell(column, value)`."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
+    writer = csv.writer(buf, lineterminator=lineterminator)
+    writer.writerow(columns)
+    writer.writerows([cell(c, r.get(c)) for c in columns] for r in rows)
+    return buf.getvalue()
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -56,11 +55,11 @@ def final_losses(run_dir: Path) -> dict[str, float | None]:
 
 
 def load_results(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every finished variant's result.json in an output folder."""
+    """Every finished variant's result.json in an output folder, with its run's "folder" (runs/<variant>)."""
     results = []
     for path in sorted(Path(out).glob("runs/*/result.json")):
         try:
-            results.append(json.loads(path.read_text(encoding="utf-8")))
+            results.append({**json.loads(path.read_text(encoding="utf-8")), "folder": path.parent})
         except (OSError, json.JSONDecodeError):
             continue  # being written by another shard: atomic replace makes this rare
     return results
@@ -89,7 +88,7 @@ def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, 
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def load_stats(out: Path, results: list[dict]) -> dict[str, dict]:
-    """{variant: its runs/<variant>/stats.json} for the results that have one."""
-    paths = {r["variant"]: Path(out) / "runs" / r["variant"] / "stats.json" for r in results}
+def load_stats(results: list[dict]) -> dict[str, dict]:
+    """{variant: its run folder's stats.json} for the results (of `load_results`) that have one."""
+    paths = {r["variant"]: r["folder"] / "stats.json" for r in results}
     return {v: json.loads(p.read_text(encoding="utf-8")) for v, p in paths.items() if p.is_file()}

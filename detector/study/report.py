@@ -8,8 +8,6 @@ verdicts (detector.study.cells), and the first step's loss against its closed fo
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from pathlib import Path
@@ -17,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ..io import write_atomic
 from .cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap, run_ap
 from .first_step import first_step_rows
 from .plots import PLOT_TITLES, write_lab_plots, write_plots
-from .records import FINAL_LOSS_WINDOW, METRICS, load_results, load_stats, read_rows, recorded_commands, write_atomic
+from .records import FINAL_LOSS_WINDOW, METRICS, csv_text, load_results, load_stats, read_rows, recorded_commands
 from .variants import split_name
 
 
@@ -38,10 +37,6 @@ def _order(r: dict) -> tuple:
     return (rank, r.get("gamma") or 0.0, -1.0 if alpha is None else alpha, r["variant"].count("+"), r["variant"])
 
 
-def sort_results(results: list[dict]) -> list[dict]:
-    return sorted(results, key=_order)
-
-
 def _cell(column: str, value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -56,21 +51,13 @@ def _cell(column: str, value: Any, digits: int) -> str:
     return str(value)
 
 
-def _csv(columns: tuple[str, ...], rows: list[dict], cell) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([cell(c, r.get(c)) for c in columns] for r in rows)
-    return buffer.getvalue()
-
-
 def results_csv(results: list[dict]) -> str:
-    return _csv(RESULT_COLUMNS, sort_results(results), lambda c, v: _cell(c, v, 4 if c in METRICS or
+    return csv_text(RESULT_COLUMNS, sorted(results, key=_order), lambda c, v: _cell(c, v, 4 if c in METRICS or
                                                                            c.startswith("final") else 2))
 
 
 def results_markdown(results: list[dict], study=None, stats: dict[str, dict] | None = None) -> str:
-    rows = sort_results(results)
+    rows = sorted(results, key=_order)
     lines = ["# Loss study results", ""]
     if study is not None:
         s = study.settings
@@ -142,13 +129,16 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def write_report(out: str | os.PathLike, results: list[dict], study=None, plots: bool = True) -> list[Path]:
-    """results.csv, results.md and (with plots) every figure of detector.study.plots; returns the files."""
-    out, results = Path(out), sort_results(results)
-    stats = load_stats(out, results)
-    write_atomic(out / "results.csv", results_csv(results))
-    write_atomic(out / "results.md", results_markdown(results, study, stats))
-    return [out / "results.csv", out / "results.md", *(write_plots(out, results, stats) if plots else [])]
+def write_report(study, plots: bool = True) -> list[dict]:
+    """results.csv, results.md and (with plots) every figure of detector.study.plots in study.out; returns the
+    results."""
+    results = sorted(load_results(study.out), key=_order)
+    stats = load_stats(results)
+    write_atomic(study.out / "results.csv", results_csv(results))
+    write_atomic(study.out / "results.md", results_markdown(results, study, stats))
+    if plots:
+        write_plots(study.out, results, stats)
+    return results
 
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -175,7 +165,7 @@ def cell_runs(lab, level, optimizer) -> list[dict]:
             "seed": mods.get("seed", default_seed),
             "ratio_anchor": stats.get("negatives_per_positive"),
             "ratio_term": stats.get("negative_terms_per_positive_term"),
-            "steps_budget": level.max_steps, "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),
+            "recipe": math.isclose(lr, optimizer.recipe_lr, rel_tol=1e-6),
         })  # fmt: skip
     return rows
 
@@ -185,7 +175,7 @@ def runs_csv(rows: list[dict]) -> str:
         return ("" if math.isnan(v) else round(v, 6)) if isinstance(v, float) else "" if v is None else v
 
     order = lambda r: (r["optimizer"], r.get("ratio_anchor") or 0, r["level"], r["loss"], r["lr"], r["seed"])  # noqa: E731
-    return _csv(RUN_COLUMNS, sorted(rows, key=order), value)
+    return csv_text(RUN_COLUMNS, sorted(rows, key=order), value)
 
 
 def last_gain(val_csv: Path) -> float | None:
@@ -236,9 +226,7 @@ def summary_markdown(lab, rows: list[dict]) -> str:
         mean = np.mean([run_ap(c["by_seed"][s]) for s in seeds])
         rec = c["recipe"]
         recipe = "–" if rec is None else f"{_f(run_ap(rec))} / {_f(run_ap(rec, 'AP_low'))}"
-        level = next(lv for lv in lab.levels if lv.name == key[0])
-        optimizer = next(o for o in lab.optimizers if o.name == key[1])
-        rise = last_gain(lab.cell_dir(level, optimizer) / "runs" / c["by_seed"][min(seeds)]["variant"] / "val.csv")
+        rise = last_gain(c["run"]["folder"] / "val.csv")
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {c['lr']:g}{' (edge)' if c['edge'] else ''} | {hi} | {lo} | "
                    f"{mean:.3f} | {recipe} | {'–' if rise is None else f'{rise:+.3f}'} | "
                    f"{'yes' if c['complete'] else 'no'} |")

@@ -31,11 +31,10 @@ from typing import Any, Callable
 
 import yaml
 
+from ..io import write_atomic
 from .cells import best_cells
-from .plan import Lab, LabError, Level, Optimizer, Study
-from .presets import StudyError
-from .records import METRICS, code_version, final_losses, load_results, read_rows, recorded_commands, write_atomic
-from .records import write_csv
+from .plan import Lab, LabError, Level, Optimizer, Study, StudyError
+from .records import METRICS, code_version, csv_text, final_losses, load_results, read_rows, recorded_commands
 from .report import cell_runs, write_lab_report, write_report
 from .variants import Variant
 
@@ -121,10 +120,10 @@ def finish(study: Study, variant: Variant, trainer) -> dict[str, Any]:
         metrics = _rounded(_validate(trainer, score_thresh=low))
         out.update({f"{k}_low": metrics[k] for k in ("AP", "AP50", "AP75")} | {"low_score_thresh": low})
     module.to(trainer.strategy.root_device)
-    d, n = module.detector_config, int(study.settings["stats_images"])
-    subset = Subset(data.eval_dataset("val"), range(min(n, len(data.eval_dataset("val")))))
-    stats = loss_statistics(module.model, data.eval_dataloader(subset), max_images=n,
-                            own_gamma=d.gamma if d.cls_loss == "focal" else 0.0,
+    d, val_set = module.detector_config, data.eval_dataset("val")
+    subset = Subset(val_set, range(min(int(study.settings["stats_images"]), len(val_set))))
+    own_gamma = d.gamma if d.cls_loss == "focal" else 0.0
+    stats = loss_statistics(module.model, data.eval_dataloader(subset), own_gamma=own_gamma,
                             gammas=tuple(float(g) for g in study.settings["gammas"]))
     write_atomic(run_dir / "stats.json", json.dumps(stats) + "\n")
     if study.settings["save_models"]:
@@ -168,22 +167,17 @@ def write_records(run_dir: Path, final: dict | None = None) -> tuple[list[dict],
     val = {r["step"]: {"step": r["step"], **_rounded({k: float(r.get(f"val/{k}") or -1) for k in COCO_METRIC_NAMES})}
            for r in rows if r.get("val/AP")} | ({final["step"]: final} if final else {})
     records = [train[s] for s in sorted(train)], [val[s] for s in sorted(val)]
-    write_csv(run_dir / "train.csv", records[0], ["step", *TRAIN_KEYS])
-    write_csv(run_dir / "val.csv", records[1], ["step", *COCO_METRIC_NAMES])
+    for name, table, columns in (("train.csv", records[0], TRAIN_KEYS), ("val.csv", records[1], COCO_METRIC_NAMES)):
+        write_atomic(run_dir / name, csv_text(["step", *columns], table, lineterminator="\r\n"))
     return records
 
 
 def resume_point(study: Study, variant: Variant, config_text: str) -> Path | None:
     """The last.ckpt of this variant's interrupted run, when its config.yaml is the one this study writes."""
     run_dir = study.run_dir(variant)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if (run_dir / "result.json").exists() or not last.is_file():
-        return None
-    try:
-        same = (run_dir / "config.yaml").read_text(encoding="utf-8") == config_text
-    except OSError:
-        return None
-    return last if same else None
+    last, config = run_dir / "checkpoints" / "last.ckpt", run_dir / "config.yaml"
+    interrupted = last.is_file() and not (run_dir / "result.json").exists()
+    return last if interrupted and config.is_file() and config.read_text(encoding="utf-8") == config_text else None
 
 
 def prepare_study(study: Study, log: Callable[[str], None] = print) -> None:
@@ -191,7 +185,7 @@ def prepare_study(study: Study, log: Callable[[str], None] = print) -> None:
     study.out.mkdir(parents=True, exist_ok=True)
     check_same_settings(study)
     write_study_json(study)
-    prepare_data(study, log)
+    prepare_data(study.config["data"], study.settings.get("synthetic"), log)
 
 
 def write_study_json(study: Study) -> None:
@@ -212,9 +206,8 @@ def write_record_json(path: Path, command: list[str], data: dict) -> None:
     text = " ".join(shlex.quote(c) for c in command)
     if text and (not commands or commands[-1] != text) and not is_shard_child():
         commands.append(text)
-    order = ["preset", "commands", *data]  # the committed files' key order
-    write_atomic(path, json.dumps({k: ({"commands": commands} | data)[k] for k in dict.fromkeys(order)},
-                                  indent=2, default=str) + "\n")
+    record = {"preset": data["preset"], "commands": commands, **data}  # the committed files' key order
+    write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
     if not (path.parent / ".gitignore").exists():
         write_atomic(path.parent / ".gitignore", "# trained models and resume points: large, and remade by the "
                                                  "study\ncheckpoints/\n*.ckpt\n")
@@ -263,10 +256,9 @@ def launch_shards(script: str, argv: list[str], gpus: list[str], out: Path, log:
     return max(p.wait() for p in procs)
 
 
-def prepare_data(study: Study, log: Callable[[str], None] = print) -> None:
-    """The preset's synthetic data (study.synthetic), made once; a folder that holds some must have been made
-    with the same knobs (its train.json records them)."""
-    data, knobs = study.config["data"], study.settings.get("synthetic")
+def prepare_data(data: dict, knobs: dict | None, log: Callable[[str], None] = print) -> None:
+    """The synthetic data of a config's `data` section with make_synthetic's `knobs` (study.synthetic), made
+    once; a folder that holds some must have been made with the same knobs (its train.json records them)."""
     if data.get("dataset", "synthetic") != "synthetic" or not knobs:
         return
     from ..data.synthetic import make_synthetic, synthetic_exists
@@ -326,10 +318,9 @@ def run_study(study: Study, variants: list[Variant], *, shard: tuple[int, int] |
     prepare_study(study, log)
     n = len(variants) if shard is None else len(variants[shard[0]::shard[1]])
     _train(lambda: [(study, v, f"[study] {v.name}") for v in variants], shard, force,
-           lambda s: write_report(s.out, load_results(s.out), s, plots=False), log)
-    results = load_results(study.out)
+           lambda s: write_report(s, plots=False), log)
+    results = write_report(study, plots=report)
     if report:
-        write_report(study.out, results, study)
         log(f"[study] table: {study.out / 'results.md'}; plots: {study.out}/*.png ({n} variants here)")
     return results
 
@@ -342,16 +333,15 @@ def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) ->
     from .anchor_stats import anchor_statistics
 
     stats = lab.level_stats(level)
-    if stats is not None and stats.get("synthetic") == lab.synthetic(level):
+    if stats is not None and stats.get("synthetic") == level.synthetic:
         return stats
     folder = lab.out / "levels"
-    prepare_data(Study(preset=lab.preset, config=lab.level_config(level), out=folder,
-                       settings={"synthetic": lab.synthetic(level)}), log)
+    prepare_data(lab.level_config(level)["data"], level.synthetic, log)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / f"{level.name}.yaml", yaml.safe_dump(lab.level_config(level), sort_keys=False))
     log(f"[lab] level {level.name}: counting positive and negative anchors of the val split")
     stats = {**anchor_statistics(folder / f"{level.name}.yaml", progress=False), "level": level.name,
-             "synthetic": lab.synthetic(level)}
+             "synthetic": level.synthetic}
     write_atomic(folder / f"{level.name}.json", json.dumps(stats, indent=2) + "\n")
     log(f"[lab] level {level.name}: {stats['boxes_per_image']:.2f} objects an image, 1 positive anchor in "
         f"{stats['negatives_per_positive'] + 1:,.0f}, foreground fraction {stats['foreground_fraction']:.2e}")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model.losses import anchor_labels
 from ..model.matcher import BACKGROUND
 
 GAMMAS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -31,13 +32,13 @@ INFERENCE_SCORE = 0.05  # the paper's score threshold at inference
 
 
 @torch.no_grad()
-def collect_signed_logits(model, loader, max_images: int | None = None) -> dict[str, Any]:
+def collect_signed_logits(model, loader) -> dict[str, Any]:
     """Signed logits of the anchors that count in the loss.
 
     Returns {"positive": (P, K), "negative": (B, K), "positive_true": (P,), "images": n}: signed
     logits z = x where the target is 1 and -x where it is 0 (so that p_t = sigmoid(z) for every
     class output), and the true class's logit of each positive anchor. Runs `model` in eval mode,
-    float32 (no autocast), on the batches of `loader` until `max_images` images have been seen.
+    float32 (no autocast), on every batch of `loader`.
     """
     was_training = model.training
     model.eval()
@@ -45,27 +46,18 @@ def collect_signed_logits(model, loader, max_images: int | None = None) -> dict[
     positives, negatives, true_logits, seen = [], [], [], 0
     try:
         for batch in loader:
-            if max_images is not None and seen >= max_images:
-                break
-            take = len(batch["images"]) if max_images is None else min(len(batch["images"]), max_images - seen)
-            images = batch["images"][:take].to(device)
-            boxes, labels, valid = (batch[k][:take].to(device) for k in ("boxes", "labels", "valid"))
-            outputs = model(images)
+            boxes, labels, valid = (batch[k].to(device) for k in ("boxes", "labels", "valid"))
+            outputs = model(batch["images"].to(device))
             logits = outputs.cls_logits.float()  # (N, R, K)
             matches = model.matcher(boxes, valid, outputs.anchors)  # (N, R)
-            positive = matches >= 0  # (N, R)
-            background = matches == BACKGROUND  # (N, R)
+            positive, background = matches >= 0, matches == BACKGROUND  # (N, R)
             k = logits.shape[-1]
-            if boxes.shape[1] > 0:
-                gt_class = torch.gather(labels, 1, matches.clamp(min=0))  # (N, R)
-            else:
-                gt_class = torch.zeros_like(matches)
-            target = positive[..., None] & (gt_class[..., None] == torch.arange(k, device=device))  # (N, R, K)
+            target = anchor_labels(matches, labels, k)[..., None] == torch.arange(k, device=device)  # (N, R, K)
             signed = torch.where(target, logits, -logits)  # (N, R, K)
             positives.append(signed[positive].cpu().numpy())
             negatives.append(signed[background].cpu().numpy())
             true_logits.append((logits * target).sum(-1)[positive].cpu().numpy())
-            seen += take
+            seen += len(boxes)
     finally:
         model.train(was_training)
     k = model.config.num_classes
@@ -157,7 +149,6 @@ def summarize(collected: dict[str, Any], *, own_gamma: float, gammas: tuple[floa
     }
 
 
-def loss_statistics(model, loader, *, max_images: int | None = 64, own_gamma: float = 0.0,
-                    gammas: tuple[float, ...] = GAMMAS) -> dict[str, Any]:
-    """Run `model` over `loader` (up to `max_images`) and summarise (see the module doc)."""
-    return summarize(collect_signed_logits(model, loader, max_images), own_gamma=own_gamma, gammas=gammas)
+def loss_statistics(model, loader, *, own_gamma: float = 0.0, gammas: tuple[float, ...] = GAMMAS) -> dict[str, Any]:
+    """Run `model` over `loader` (the images to measure) and summarise (see the module doc)."""
+    return summarize(collect_signed_logits(model, loader), own_gamma=own_gamma, gammas=gammas)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.study.presets import PRESET_DIR
+from detector.study.plan import PRESET_DIR
 from tests.conftest import write_tiny_synthetic
 from tests.data.fixtures import load_script
 

@@ -6,8 +6,7 @@ import json
 import pytest
 import yaml
 
-from detector.study.plan import build_lab
-from detector.study.presets import PRESET_DIR
+from detector.study.plan import PRESET_DIR, build_lab
 from detector.study.report import RUN_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
 
@@ -36,7 +35,7 @@ def test_a_canvas_level_trains_at_the_canvass_size():
     # everything but the canvas is the medium level's: its objects, steps and the imbalance lab's recipe
     medium = build_lab("imbalance", "unused", levels="medium", optimizers="adamw")
     for level in lab.levels:
-        assert {k: v for k, v in lab.synthetic(level).items() if k != "canvas"} == medium.synthetic(medium.levels[0])
+        assert {k: v for k, v in level.synthetic.items() if k != "canvas"} == medium.levels[0].synthetic
         assert level.max_steps == medium.levels[0].max_steps
     canvas1 = lab.cell_study(lab.levels[0], lab.optimizers[0])
     assert canvas1.config == medium.cell_study(medium.levels[0], medium.optimizers[0]).config

@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.study.plan import build_lab
+from detector.study.plan import build_lab, build_study
 from detector.study.records import load_results, load_stats
 from detector.study.report import lab_runs, results_csv, results_markdown, runs_csv, summary_markdown
-from detector.study.plan import build_study
 from detector.study.runner import variant_config_text
 from tests.data.fixtures import load_script
 
@@ -95,7 +94,7 @@ def _rebuilt_tables(folder: Path) -> tuple[list, dict[str, str]]:
         rows = lab_runs(lab)
         return rows, {"results.csv": runs_csv(rows), "summary.md": summary_markdown(lab, rows)}
     results = load_results(folder)
-    markdown = results_markdown(results, _study(folder), load_stats(folder, results))
+    markdown = results_markdown(results, _study(folder), load_stats(results))
     return results, {"results.csv": results_csv(results), "results.md": markdown}
 
 

@@ -18,13 +18,11 @@ from torchvision.ops import box_iou
 from detector.model import RetinaNetConfig, build_retinanet
 from detector.model.losses import guided_loss_scaling
 from detector.study.first_step import loss_at_prior
-from detector.study.plan import LabError, build_lab
+from detector.study.plan import PRESET_DIR, LabError, Study, StudyError, build_lab
 from detector.study.cells import best_cells, best_of_grid, gap
 from detector.study.runner import best_lrs, planned_runs, seed_variants
 from detector.study.report import RUN_COLUMNS, lab_runs, summary_markdown
 from tests.study.conftest import PNG_MAGIC, run_ablate
-from detector.study.plan import Study
-from detector.study.presets import PRESET_DIR, StudyError
 from detector.study.records import code_version, read_rows
 from detector.study.variants import parse_variant
 

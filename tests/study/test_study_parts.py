@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from detector.study import StudyError, build_study
-from detector.study.presets import parse_overrides
+from detector.study.plan import load_preset, parse_overrides
 from detector.study.stats import anchor_losses, loss_cdf, summarize, top_share
-from detector.study.presets import load_preset
 from detector.study.variants import VariantError, parse_variant, parse_variants
 
 QUICK = load_preset("quick")[1]["losses"]
