@@ -59,17 +59,17 @@ class RecordLr(L.Callback):
 
 
 # configs/synthetic.yaml's milestones stay in the config: cosine ignores them without an error
-COSINE = ["--trainer.max_steps", 5, "--trainer.limit_val_batches", 0, "--checkpoint.every_n_train_steps", 1,
+RUN = ["--trainer.max_steps", 5, "--trainer.limit_val_batches", 0, "--checkpoint.every_n_train_steps", 1,
           "--checkpoint.monitor", "null", "--checkpoint.save_top_k", -1, "--checkpoint.filename", "{step}",
-          "--checkpoint.auto_insert_metric_name", "false", "--model.warmup_steps", 1,
-          "--model.lr_schedule", "cosine", "--model.lr_final_factor", 0.1]
+          "--checkpoint.auto_insert_metric_name", "false", "--model.warmup_steps", 1]
+COSINE = [*RUN, "--model.lr_schedule", "cosine", "--model.lr_final_factor", 0.1]
 
 
 def _lrs(path) -> dict[int, float]:
     return {row["step"]: row["lr"] for row in map(json.loads, open(path))}
 
 
-def test_a_cosine_run_resumed_mid_run_has_the_uninterrupted_lr_and_weights(tiny_synthetic, tmp_path):
+def test_a_cosine_run_resumed_mid_run_has_the_uninterrupted_lr_and_weights_and_an_old_checkpoint_steps(tiny_synthetic, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     full.mkdir(), resumed.mkdir()
     assert run_cli(fit_args(tiny_synthetic, full, *COSINE, callback_arg(RecordLr, path=str(full / "lr.jsonl")))) == 0
@@ -90,6 +90,17 @@ def test_a_cosine_run_resumed_mid_run_has_the_uninterrupted_lr_and_weights(tiny_
     assert a["hyper_parameters"]["lr_schedule"] == "cosine"
     for name in a["state_dict"]:
         assert torch.equal(a["state_dict"][name], b["state_dict"][name]), name
+
+    # a checkpoint written before the schedule keys existed resumes on the step schedule
+    old = load(full / "ckpt" / "2.ckpt")
+    for key in ("lr_schedule", "lr_final_factor"):
+        del old["hyper_parameters"][key]
+    torch.save(old, tmp_path / "old.ckpt")
+    before = tmp_path / "before"
+    before.mkdir()
+    assert run_cli(fit_args(tiny_synthetic, before, *RUN, callback_arg(RecordLr, path=str(before / "lr.jsonl")),
+                            "--ckpt_path", tmp_path / "old.ckpt")) == 0
+    assert _lrs(before / "lr.jsonl") == pytest.approx({2: base, 3: base, 4: base}, rel=1e-12)  # past the warm-up, before the milestones
 
 
 @pytest.mark.parametrize("flag,value,message", [
