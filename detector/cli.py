@@ -181,7 +181,7 @@ TRAINING_NUMBERS = {
     "data.color_jitter": _NON_NEGATIVE, "data.synthetic_num_train": _AT_LEAST_1, "data.synthetic_num_val": _AT_LEAST_1,
     "model.lr": _POSITIVE, "model.lr_reference_batch": _AT_LEAST_1, "model.momentum": _UNIT,
     "model.weight_decay": _NON_NEGATIVE, "model.warmup_steps": _AT_LEAST_0, "model.warmup_factor": _POSITIVE,
-    "model.lr_decay": _POSITIVE,
+    "model.lr_decay": _POSITIVE, "model.lr_final_factor": _UNIT,
     "model.detector.num_classes": _AT_LEAST_1, "model.detector.fpn_channels": _AT_LEAST_1,
     "model.detector.head_convs": _AT_LEAST_0, "model.detector.score_thresh": _UNIT, "model.detector.nms_thresh": _UNIT,
     "model.detector.fg_iou": _UNIT, "model.detector.bg_iou": _UNIT, "model.detector.topk_candidates": _AT_LEAST_1,
@@ -192,8 +192,10 @@ TRAINING_NUMBERS = {
 
 
 def check_training_numbers(config) -> None:
-    """`ConfigError` naming the first setting of TRAINING_NUMBERS out of its range (nan included), or a
-    checkpoint.save_top_k that needs a checkpoint.monitor it does not have."""
+    """`ConfigError` naming the first setting of TRAINING_NUMBERS out of its range (nan included), an
+    unknown model.lr_schedule, or a checkpoint.save_top_k that needs a checkpoint.monitor it does not have."""
+    from .training.module import LR_SCHEDULES
+
     flat = _flatten(config)
     for key, (what, kind, ok) in TRAINING_NUMBERS.items():
         value = flat.get(key)
@@ -202,6 +204,9 @@ def check_training_numbers(config) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)) \
                 or not ok(value):  # nan fails every comparison
             raise ConfigError(f"--{key} {value!r}: must be {what}")
+    schedule = flat.get("model.lr_schedule")
+    if schedule is not None and schedule not in LR_SCHEDULES:
+        raise ConfigError(f"--model.lr_schedule {schedule!r}: must be one of {', '.join(LR_SCHEDULES)}")
     top_k = flat.get("checkpoint.save_top_k")
     if isinstance(top_k, int) and top_k not in (-1, 0, 1) and flat.get("checkpoint.monitor") is None:
         raise ConfigError(f"--checkpoint.save_top_k {top_k} needs --checkpoint.monitor (the metric that ranks "
@@ -215,7 +220,7 @@ def check_training_numbers(config) -> None:
 #: frozen layers) is refused: its weights or optimizer state would not fit.
 RESUMABLE_MODEL_KEYS = frozenset({
     "lr", "lr_reference_batch", "momentum", "weight_decay", "warmup_steps", "warmup_factor", "milestones", "lr_decay",
-    "on_non_finite", "channels_last", "imbalance_every_step",
+    "lr_schedule", "lr_final_factor", "on_non_finite", "channels_last", "imbalance_every_step",
     "init_from", "detector.backbone_weights",  # replaced by the checkpoint's weights anyway
     "detector.fg_iou", "detector.bg_iou", "detector.allow_low_quality_matches", "detector.cls_loss", "detector.alpha",
     "detector.gamma", "detector.ohem_neg_pos_ratio", "detector.box_loss", "detector.smooth_l1_beta",

@@ -12,6 +12,7 @@ callback that reads every step's metrics sets), and val/AP ... val/ARl after eac
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict
 
@@ -28,11 +29,36 @@ from .ema import RAW_WEIGHTS_KEY, WarmupEMA, check_ema_settings
 from .finetune import init_from_checkpoint, parameter_groups
 
 OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("step", "cosine")
 LOSS_PARTS = ("loss_cls", "loss_box")
 
 
 class NonFiniteLossStop(RuntimeError):
     """Training stopped because a loss part turned non-finite (policy "stop")."""
+
+
+def lr_factor(step: int, schedule: str = "step", *, warmup_steps: int, warmup_factor: float,
+              milestones=(), lr_decay: float = 0.1, total_steps: int | None = None,
+              final_factor: float = 0.01) -> float:
+    """The lr multiplier after `step` optimizer steps (LambdaLR's lr_lambda).
+
+    Both schedules open with the linear warm-up, warmup_factor -> 1 over `warmup_steps`; after it:
+    - "step": lr_decay ** (the number of milestones <= step);
+    - "cosine": final + (1 - final) * 0.5 * (1 + cos(pi * t)), t = (step - warmup_steps) /
+      (total_steps - warmup_steps) clipped to [0, 1], so the factor is `final_factor` at the last
+      step and after it; milestones and lr_decay are ignored. This is torchvision's classification
+      reference (references/classification/train.py: LinearLR warm-up, then CosineAnnealingLR over
+      the steps after it, eta_min = final_factor x lr), not detectron2's cosine over the whole run.
+    """
+    warm = 1.0
+    if step < warmup_steps:
+        alpha = step / warmup_steps
+        warm = warmup_factor * (1 - alpha) + alpha
+    if schedule == "step":
+        return warm * lr_decay ** sum(step >= m for m in milestones)
+    t = min(max((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0), 1.0)
+    # written as 1 - ... so that the factor is exactly 1 at t = 0: the warm-up is the step schedule's
+    return warm * (1 - (1 - final_factor) * 0.5 * (1 - math.cos(math.pi * t)))
 
 
 class RetinaNetModule(L.LightningModule):
@@ -46,7 +72,11 @@ class RetinaNetModule(L.LightningModule):
         lr_reference_batch: the batch at which `lr` is meant (16 in the paper).
         momentum, weight_decay: SGD momentum (AdamW beta1) and weight decay.
         warmup_steps, warmup_factor: linear warmup from lr * warmup_factor over that many steps.
-        milestones, lr_decay: multiply lr by lr_decay at each of these optimizer steps.
+        milestones, lr_decay: multiply lr by lr_decay at each of these optimizer steps (schedule "step").
+        lr_schedule: the decay after the warm-up (`lr_factor`): "step" (milestones, lr_decay) or
+            "cosine" (from 1 to lr_final_factor over the run's remaining steps; milestones and
+            lr_decay are ignored).
+        lr_final_factor: under "cosine", the lr factor at the run's last step.
         channels_last: keep activations NHWC, which makes bf16 convolutions on CPU about twice
             as fast (see docs/benchmarks.md); the numbers do not change.
         on_non_finite: "stop" ends training with a message naming the step and the loss part;
@@ -67,10 +97,13 @@ class RetinaNetModule(L.LightningModule):
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
         channels_last: bool = True, imbalance_every_step: bool = False, init_from: str | None = None,
         backbone_lr_mult: float = 1.0, ema_decay: float | None = None, ema_tau: float = 2000.0,
+        lr_schedule: str = "step", lr_final_factor: float = 0.01,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if on_non_finite not in ("stop", "skip"):
             raise ValueError(f"on_non_finite must be 'stop' or 'skip', got {on_non_finite!r}")
         check_ema_settings(ema_decay, ema_tau)
@@ -86,6 +119,7 @@ class RetinaNetModule(L.LightningModule):
         self.warmup_factor = warmup_factor
         self.milestones = sorted(milestones)
         self.lr_decay = lr_decay
+        self.lr_schedule, self.lr_final_factor = lr_schedule, lr_final_factor
         self.on_non_finite = on_non_finite
         self.channels_last = channels_last
         self.imbalance_every_step = imbalance_every_step
@@ -98,7 +132,8 @@ class RetinaNetModule(L.LightningModule):
                                    "lr_decay": lr_decay, "on_non_finite": on_non_finite,
                                    "channels_last": channels_last, "imbalance_every_step": imbalance_every_step,
                                    "init_from": init_from, "backbone_lr_mult": backbone_lr_mult,
-                                   "ema_decay": ema_decay, "ema_tau": ema_tau})
+                                   "ema_decay": ema_decay, "ema_tau": ema_tau,
+                                   "lr_schedule": lr_schedule, "lr_final_factor": lr_final_factor})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
@@ -222,6 +257,18 @@ class RetinaNetModule(L.LightningModule):
         global_batch = batch * trainer.world_size * trainer.accumulate_grad_batches
         return self.lr * global_batch / self.lr_reference_batch
 
+    def total_steps(self) -> int:
+        """The run's optimizer steps: trainer.max_steps, or Lightning's estimate from the epochs and
+        the data when max_steps is -1; ConfigError when neither bounds the run."""
+        trainer = self.trainer
+        total = trainer.max_steps if trainer.max_steps != -1 else trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            from ..cli import ConfigError
+
+            raise ConfigError("--model.lr_schedule cosine needs a bounded run: set --trainer.max_steps "
+                              "or --trainer.max_epochs")
+        return int(total)
+
     def configure_optimizers(self):
         lr = self.effective_lr()
         groups = parameter_groups(self.model, lr, self.weight_decay, self.backbone_lr_mult)
@@ -230,12 +277,12 @@ class RetinaNetModule(L.LightningModule):
         else:
             opt = torch.optim.AdamW(groups, lr=lr, betas=(self.momentum, 0.999))
 
+        total_steps = self.total_steps() if self.lr_schedule == "cosine" else None
+
         def factor(step: int) -> float:
-            warm = 1.0
-            if step < self.warmup_steps:
-                alpha = step / self.warmup_steps
-                warm = self.warmup_factor * (1 - alpha) + alpha
-            return warm * self.lr_decay ** sum(step >= m for m in self.milestones)
+            return lr_factor(step, self.lr_schedule, warmup_steps=self.warmup_steps, warmup_factor=self.warmup_factor,
+                             milestones=self.milestones, lr_decay=self.lr_decay, total_steps=total_steps,
+                             final_factor=self.lr_final_factor)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
