@@ -3,7 +3,7 @@
 import yaml
 
 from detector.study.plan import build_lab
-from detector.study.presets import PRESET_DIR
+from detector.study.plan import PRESET_DIR
 
 
 def test_the_gradient_config_is_the_medium_levels_ce_run():
