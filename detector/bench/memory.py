@@ -13,10 +13,15 @@ the allocator caches or the peak of another:
 Ours runs in float32 next to torchvision in float32 (like for like), and once more at the
 project's default precision with the most boxes. "Linear in boxes" is checked by a least-squares
 line through the points: the largest residual must stay within 5% of the largest value, or within
-RSS_NOISE_MIB on the CPU, where the peak resident set of the same step moves by a few tens of MiB
-from run to run (allocator caches): a flat curve with that noise is linear (slope ~0).
+RSS_NOISE_MIB on the CPU, where the peak resident set of the same step can move from run to run
+with what the allocator keeps: a flat curve with that noise is linear (slope ~0).
 
-Run one point by hand: `python -m detector.bench.memory --impl ours --boxes 1000 --size 384`.
+On the CPU each point's process runs with glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_,
+MMAP_THRESHOLD_BYTES): a large block freed goes back to the system at once, so the peak resident
+set follows the tensors alive instead of how much freed memory the heap kept, which depends on
+the order two busy threads allocated in (the bench's points run two at a time).
+
+Run one point by hand: `MALLOC_MMAP_THRESHOLD_=131072 python -m detector.bench.memory --impl ours --boxes 1000 --size 384`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,9 +41,12 @@ import torch
 from .settings import BenchSettings
 
 LINEAR_TOLERANCE = 0.05
-#: Run-to-run noise of a CPU peak-RSS point (MiB): points of the same step with more boxes are not
-#: monotonic in the box count (the measured points: docs/benchmarks.md).
+#: Run-to-run noise of a CPU peak-RSS point (MiB) the linearity check allows: what glibc's heap keeps
+#: of freed memory varies (far less with MMAP_THRESHOLD_BYTES fixed; docs/benchmarks.md).
 RSS_NOISE_MIB = 32.0
+#: glibc's mmap threshold of every point's process (its default, fixed: glibc otherwise raises it
+#: as blocks are freed).
+MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
 def _status_kib(field: str) -> int:
@@ -108,7 +117,8 @@ def run_point(impl: str, boxes: int, s: BenchSettings, device: torch.device, pre
            "--size", str(s.memory_size), "--batch", str(s.memory_batch), "--classes", str(s.num_classes),
            "--device", str(device), "--precision", precision, "--threads", str(torch.get_num_threads()),
            "--backbone", s.backbone, "--fpn-channels", str(s.fpn_channels)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES)}
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -136,6 +146,7 @@ def memory_case(s: BenchSettings, device: torch.device, *, with_default: bool = 
     entry = {
         "image_size": s.memory_size, "batch": s.memory_batch, "boxes_per_image": list(s.memory_boxes),
         "method": runs["ours"][0]["method"],
+        "allocator": f"glibc, MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD_BYTES}" if device.type == "cpu" else "torch's",
         "ours_fp32_peak_mib": points["ours"], "torchvision_fp32_peak_mib": points["torchvision"],
         "ours_fit": linear_fit(s.memory_boxes, points["ours"], noise),
         "torchvision_fit": linear_fit(s.memory_boxes, points["torchvision"], noise),
