@@ -4,7 +4,6 @@ the best-of-grid and tie rules by hand, and the preset end to end at a handful o
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from detector.study.first_step import loss_at_prior
 from detector.study.plan import PRESET_DIR, LabError, Study, StudyError, build_lab
 from detector.study.cells import best_cells, best_of_grid, gap
 from detector.study.runner import best_lrs, planned_runs, seed_variants
-from detector.study.report import RUN_COLUMNS, lab_runs, summary_markdown
-from tests.study.conftest import PNG_MAGIC, run_ablate
+from detector.study.report import lab_runs, summary_markdown
+from tests.study.conftest import PNG_MAGIC, run_ablate, run_tiny_lab, shrunk_lab_preset
 from detector.study.records import code_version, read_rows
 from detector.study.variants import parse_variant
 
@@ -290,35 +289,13 @@ def test_shards_split_one_stage_at_a_time(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture
 def tiny_lab_preset(tmp_path):
-    """configs/ablation/imbalance.yaml shrunk: 128 px, 8 + 4 images a level, a tiny head, fp32."""
-    preset = yaml.safe_load((PRESET_DIR / "imbalance.yaml").read_text())
-    preset["study"]["synthetic"].update(num_train=8, num_val=4, image_size=128)
-    for level in preset["study"]["levels"]:
-        level["root"] = str(tmp_path / f"data_{level['name']}")
-    preset["study"].update(stats_images=2, save_models=True)
-    preset["data"].update(min_size=128, max_size=128, batch_size=2, num_workers=0)
-    preset["model"]["detector"].update(fpn_channels=16, head_convs=1, min_size=128, max_size=128)
-    preset["trainer"].update(enable_progress_bar=False, precision="32-true")
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(preset, sort_keys=False))
-    return path
+    return shrunk_lab_preset("imbalance", tmp_path)
 
 
 @pytest.mark.slow
 def test_the_imbalance_preset_writes_its_table_and_gap_figure(tiny_lab_preset, tmp_path):
     out = tmp_path / "out"
-    args = ("--preset", str(tiny_lab_preset), "--out", str(out), "--levels", "dense,sparse",
-            "--variants", "ce_prior,focal_g2_a0.25", "--lrs", "0.002", "--optimizers", "adamw", "--seeds", "0",
-            "--max-steps", "3", "--evals", "1")  # fmt: skip
-    assert run_ablate(*args) == 0
-
-    with open(out / "results.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == RUN_COLUMNS
-        rows = list(reader)
-    assert sorted((r["level"], r["loss"]) for r in rows) == [
-        ("dense", "ce_prior"), ("dense", "focal_g2_a0.25"), ("sparse", "ce_prior"), ("sparse", "focal_g2_a0.25")]
-    levels = {lv: json.loads((out / "levels" / f"{lv}.json").read_text()) for lv in ("dense", "sparse")}
+    rows, levels = run_tiny_lab(tiny_lab_preset, out, ("dense", "sparse"))
     assert levels["dense"]["negatives_per_positive"] < levels["sparse"]["negatives_per_positive"]
     for r in rows:
         assert r["optimizer"] == "adamw" and float(r["lr"]) == 0.002 and r["seed"] == "0" and r["diverged"] == "False"
