@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     from detector.study.runner import check_same_settings, launch_shards, prepare_study, run_lab
 
     if args.list:
-        print("presets:", ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))))
+        studies = [p.stem for p in sorted(PRESET_DIR.glob("*.yaml")) if "study" in (read_preset(p) or {})]
+        print("presets:", ", ".join(studies))  # the folder's other files are plain training configs
         losses = (read_preset(preset_path(args.preset)).get("study") or {}).get("losses") or {}
         print(f"variants of {args.preset} (all):", ", ".join(losses))
         return 0

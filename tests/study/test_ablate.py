@@ -85,3 +85,9 @@ def test_an_output_folder_keeps_one_set_of_settings(tiny_preset, tmp_path):
     with pytest.raises(StudyError, match="other settings.*max_steps"):
         run_study(other, variants)  # refused before anything trains
     assert not (out / "runs").exists()
+
+
+def test_list_names_the_study_presets_not_the_plain_training_configs_beside_them(capsys):
+    assert run_ablate("--list") == 0
+    presets = capsys.readouterr().out.splitlines()[0].removeprefix("presets: ").split(", ")
+    assert presets == ["canvas", "dense", "imbalance", "quick", "voc"]  # configs/ablation/gradients.yaml: not one

@@ -1,16 +1,19 @@
 """configs/ablation/gradients.yaml trains what the imbalance lab trains at its medium level (AdamW)."""
 
+from pathlib import Path
+
 import yaml
 
 from detector.study.plan import build_lab
-from detector.study.plan import PRESET_DIR
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_gradient_config_is_the_medium_levels_ce_run():
     lab = build_lab("imbalance", "unused", levels="medium", optimizers="adamw")
     study = lab.cell_study(lab.levels[0], lab.optimizers[0])
     lab_run = study.variant_config(lab.variant("ce_prior+lr0.006"))
-    ours = yaml.safe_load((PRESET_DIR / "gradients.yaml").read_text())
+    ours = yaml.safe_load((REPO / "configs" / "ablation" / "gradients.yaml").read_text())
     assert ours["seed_everything"] == lab_run["seed_everything"]
     assert ours["data"] == lab_run["data"]
     # the model's image size is the data's (the lab's config also pins it in the model section)
