@@ -96,13 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.cli import one_line_errors
     from detector.study import StudyError, VariantError, build_study, run_study
-    from detector.study.plan import PRESET_DIR, LabError, build_lab, is_lab_preset, preset_path, read_preset
+    from detector.study.plan import LabError, build_lab, is_lab_preset, preset_names, preset_path, read_preset
     from detector.study.report import write_lab_report, write_report
     from detector.study.runner import check_same_settings, launch_shards, prepare_study, run_lab
 
     if args.list:
-        studies = [p.stem for p in sorted(PRESET_DIR.glob("*.yaml")) if "study" in (read_preset(p) or {})]
-        print("presets:", ", ".join(studies))  # the folder's other files are plain training configs
+        print("presets:", ", ".join(preset_names()))
         losses = (read_preset(preset_path(args.preset)).get("study") or {}).get("losses") or {}
         print(f"variants of {args.preset} (all):", ", ".join(losses))
         return 0

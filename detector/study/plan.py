@@ -57,9 +57,14 @@ def preset_path(preset: str | os.PathLike) -> Path:
         return path
     named = PRESET_DIR / f"{preset}.yaml"
     if not named.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
+        known = ", ".join(preset_names()) or "none"
         raise StudyError(f"no preset {preset!r} (known: {known}; or give a path to a YAML file)")
     return named
+
+
+def preset_names() -> list[str]:
+    """The presets in PRESET_DIR: its YAML files with a study section (the others are plain training configs)."""
+    return [p.stem for p in sorted(PRESET_DIR.glob("*.yaml")) if "study" in (read_preset(p) or {})]
 
 
 def read_preset(path: Path) -> Any:
