@@ -343,7 +343,7 @@ class Lab:
         config["data"]["root"] = level.root
         canvas = int(level.synthetic.get("canvas", 1))
         if canvas > 1:  # the canvas is the image: trained and evaluated whole, never resized down
-            side = canvas * int(level.synthetic.get("image_size", 256))
+            side = canvas * synthetic_side(level.synthetic)
             config["data"].update(min_size=side, max_size=side)
         return config
 
@@ -377,6 +377,11 @@ class Lab:
         return [self.variant(f"{loss}+lr{lr!r}") for loss in self.losses for lr in self.grid(level, optimizer)]
 
 
+def synthetic_side(knobs: dict) -> int:
+    """The side (px) of the images make_synthetic draws with these knobs: its image_size, 256 by default."""
+    return int(knobs.get("image_size", 256))
+
+
 def is_lab_preset(preset: str | os.PathLike) -> bool:
     """Whether a preset describes an imbalance lab (its study section has levels)."""
     try:
@@ -407,7 +412,7 @@ def build_lab(preset: str | os.PathLike, out: str | os.PathLike, *, levels: str 
     all_levels = [
         Level(name=str(lv["name"]), synthetic={**settings["synthetic"], **(lv.get("synthetic") or {})},
               max_steps=int(max_steps or lv["max_steps"]),
-              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{settings['synthetic'].get('image_size', 256)}"),
+              root=str(lv.get("root") or f"data/imbalance_{lv['name']}_{synthetic_side(settings['synthetic'])}"),
               lrs=() if lrs else tuple((str(k), tuple(float(x) for x in v)) for k, v in (lv.get("lrs") or {}).items()))
         for lv in settings["levels"]
     ]  # fmt: skip
