@@ -109,7 +109,7 @@ class GradientStats(L.Callback):
         self.total, self.steps, self.done = 0, [], set()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
+        self.total = pl_module.total_steps()  # the run's length by the module's rule (the lr schedule's too)
         count = round(1 / self.every_fraction)
         self.steps = sorted({min(round(i * self.every_fraction * self.total), self.total) for i in range(count + 1)})
         self.done = {s for s in self.steps if s < trainer.global_step}
