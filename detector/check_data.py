@@ -11,8 +11,8 @@ training):
 - its best anchor IoU, and whether it is below the foreground threshold `fg_iou` (not covered);
 - its positive anchors (the matcher's foreground anchors matched to it); a box below fg_iou with
   positives is "rescued only by the low-quality match";
-and, per image, positive, negative and ignored anchors (the negative:positive ratio that
-scripts/anchor_stats.py reports). Coverage is the share of boxes whose best anchor IoU >= fg_iou.
+and, per image, positive, negative and ignored anchors (`anchor_statistics`: the ratios that
+scripts/anchor_stats.py prints and the imbalance lab measures each level by). Coverage is the share of boxes whose best anchor IoU >= fg_iou.
 
 Written to DIR: check.json (the numbers below, per class and per size bucket of sqrt(w * h) in
 training pixels), label_stats.png (boxes per class; box width x height against the anchor
@@ -190,6 +190,38 @@ def summary(records: BoxRecords, class_names: list[str], config: RetinaNetConfig
         "negatives_per_positive": neg / pos if pos else None,
         "anchors": {"sizes": list(config.anchor_sizes), "scales": list(config.anchor_scales),
                     "ratios": list(config.anchor_ratios)},
+    }
+
+
+def neg_terms_per_pos(positives: float, negatives: float, num_classes: int) -> float:
+    """Negative sigmoid terms per positive term: K per negative anchor and K - 1 per positive one."""
+    return (negatives * num_classes + positives * (num_classes - 1)) / max(positives, 1e-9)
+
+
+def anchor_statistics(config_path: str | Path, max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """The imbalance a classification loss sees on a config's val split: anchors per image and two ratios.
+
+    Per anchor, negative anchors per positive one; per sigmoid term (K outputs an anchor),
+    `neg_terms_per_pos`; `foreground_fraction`, the share of positive terms among all (ignored
+    anchors left out): the prior Sampling-Free's bias init takes (pi = N_fg / (N * K)).
+    """
+    datamodule, detector = parse_training_config(str(config_path), [])
+    datamodule.prepare_data()  # generates the synthetic set if it is missing
+    datamodule.setup("validate")
+    k = datamodule.num_classes
+    dataset = datamodule.val_dataset
+    if max_images is not None:
+        dataset = Subset(dataset, draw_subset(len(dataset), max_images, seed=0).tolist())
+    records = box_records(dataset, RetinaNetConfig.from_dict({**detector, "num_classes": k}),
+                          batch_size=datamodule.val_batch_size, size_divisible=datamodule.size_divisible,
+                          progress=progress)
+    pos, neg, ign = (records.anchor_counts / max(records.images, 1)).tolist()
+    return {
+        "images": records.images, "boxes_per_image": len(records.labels) / max(records.images, 1),
+        "anchors_per_image": pos + neg + ign, "positives_per_image": pos, "negatives_per_image": neg,
+        "ignored_per_image": ign, "negatives_per_positive": neg / max(pos, 1e-9), "num_classes": k,
+        "negative_terms_per_positive_term": neg_terms_per_pos(pos, neg, k),
+        "foreground_fraction": pos / max((pos + neg) * k, 1e-9),
     }
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from detector.cli import one_line_errors
-from detector.study.anchor_stats import anchor_statistics
+from detector.check_data import anchor_statistics
 
 
 def main(argv: list[str] | None = None) -> int:

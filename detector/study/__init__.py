@@ -1,7 +1,7 @@
 """The loss study and the imbalance lab, one stack (scripts/ablate.py): preset and
 plan (plan.py, variants.py) -> runs (runner.py, through the project's LightningCLI) -> records (records.py) -> tables and
 figures (report.py, plots.py). The science: stats.py (loss distributions), cells.py (the one best-of-grid
-rule, the tie rule), first_step.py (the loss at the prior init), anchor_stats.py (a level's anchor counts).
+rule, the tie rule), first_step.py (the loss at the prior init); a level's anchor counts: detector.check_data.
 """
 
 from .plan import Study, StudyError, build_study

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .anchor_stats import neg_terms_per_pos
+from ..check_data import neg_terms_per_pos
 from .records import read_rows
 from .variants import Variant
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
-from .anchor_stats import neg_terms_per_pos
+from ..check_data import neg_terms_per_pos
 from .cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap
 from .first_step import closed_form, first_step_rows
 from .records import load_stats, read_columns

@@ -193,7 +193,7 @@ def summary_markdown(lab, rows: list[dict]) -> str:
     out = ["# The imbalance lab: best-of-grid cells", ""]
     out += [f"Preset `{shown_path(lab.preset)}`; {len(rows)} finished runs (results.csv). "
             "Written by detector.study.report.",
-            "", "## Levels (measured with detector.study.anchor_stats on the val split)", "",
+            "", "## Levels (measured with detector.check_data.anchor_statistics on the val split)", "",
             "| level | objects / image | steps | positive anchors / image | neg : pos anchors | neg : pos sigmoid terms "
             "| foreground fraction (Sampling-Free's prior) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for level in lab.levels:

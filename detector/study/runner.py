@@ -330,7 +330,7 @@ STAGES = ("grid", "seeds", "all")
 
 def measure_level(lab: Lab, level: Level, log: Callable[[str], None] = print) -> dict:
     """The level's anchor statistics (cached in OUT/levels/<level>.json with the data's knobs)."""
-    from .anchor_stats import anchor_statistics
+    from ..check_data import anchor_statistics
 
     stats = lab.level_stats(level)
     if stats is not None and stats.get("synthetic") == level.synthetic:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
-from detector.study.anchor_stats import neg_terms_per_pos
+from detector.check_data import neg_terms_per_pos
 from detector.study.first_step import closed_form, first_row, loss_at_prior
 from detector.study.plan import build_lab
 

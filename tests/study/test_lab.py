@@ -97,7 +97,7 @@ def test_sampling_free_and_seed_variants():
 
 
 def test_anchor_statistics_count_what_torchvisions_matcher_counts(tmp_path):
-    from detector.study.anchor_stats import anchor_statistics
+    from detector.check_data import anchor_statistics
     from detector.training.datamodule import datamodule_from_config
 
     root = write_tiny_synthetic(tmp_path / "data", num_train=2, num_val=6)
