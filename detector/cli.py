@@ -220,7 +220,7 @@ def check_training_numbers(config) -> None:
 #: frozen layers) is refused: its weights or optimizer state would not fit.
 RESUMABLE_MODEL_KEYS = frozenset({
     "lr", "lr_reference_batch", "momentum", "weight_decay", "warmup_steps", "warmup_factor", "milestones", "lr_decay",
-    "lr_schedule", "lr_final_factor", "on_non_finite", "channels_last", "imbalance_every_step",
+    "lr_schedule", "lr_final_factor", "on_non_finite", "channels_last", "imbalance_every_step", "compile_training",
     "init_from", "detector.backbone_weights",  # replaced by the checkpoint's weights anyway
     "detector.fg_iou", "detector.bg_iou", "detector.allow_low_quality_matches", "detector.cls_loss", "detector.alpha",
     "detector.gamma", "detector.ohem_neg_pos_ratio", "detector.box_loss", "detector.smooth_l1_beta",

@@ -89,6 +89,8 @@ class RetinaNetModule(L.LightningModule):
         init_from: a detector checkpoint to start from (fine-tuning: matching weights, the class
             rows of matching names; optimizer and step fresh), see training/finetune.py.
         backbone_lr_mult: the ResNet's learning rate as a multiple of lr (FPN and heads: lr).
+        compile_training: run the training step's network forward through torch.compile (the
+            loss, validation and inference stay eager); its first step pays the compile.
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class RetinaNetModule(L.LightningModule):
         milestones: list[int] = (60000, 80000), lr_decay: float = 0.1, on_non_finite: str = "stop",
         channels_last: bool = True, imbalance_every_step: bool = False, init_from: str | None = None,
         backbone_lr_mult: float = 1.0, ema_decay: float | None = None, ema_tau: float = 2000.0,
-        lr_schedule: str = "step", lr_final_factor: float = 0.01,
+        lr_schedule: str = "step", lr_final_factor: float = 0.01, compile_training: bool = False,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -124,6 +126,7 @@ class RetinaNetModule(L.LightningModule):
         self.channels_last = channels_last
         self.imbalance_every_step = imbalance_every_step
         self.ema_decay, self.ema_tau = ema_decay, ema_tau
+        self.compile_training, self._compiled_forward = compile_training, None
         self.init_from, self.backbone_lr_mult, self._initialised_from = init_from, backbone_lr_mult, False
         self.save_hyperparameters({"detector": asdict(detector), "optimizer": optimizer, "lr": lr,
                                    "lr_reference_batch": lr_reference_batch, "momentum": momentum,
@@ -133,7 +136,8 @@ class RetinaNetModule(L.LightningModule):
                                    "channels_last": channels_last, "imbalance_every_step": imbalance_every_step,
                                    "init_from": init_from, "backbone_lr_mult": backbone_lr_mult,
                                    "ema_decay": ema_decay, "ema_tau": ema_tau,
-                                   "lr_schedule": lr_schedule, "lr_final_factor": lr_final_factor})
+                                   "lr_schedule": lr_schedule, "lr_final_factor": lr_final_factor,
+                                   "compile_training": compile_training})
         self.model = self._build(detector) if detector.num_classes else None
         self.accumulator = CocoDetectionAccumulator()
         self.skipped_batches = 0
@@ -184,7 +188,7 @@ class RetinaNetModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
-        outputs = self(batch["images"])
+        outputs = self._training_forward()(batch["images"])
         failed, parts, stats = None, None, None
         try:
             parts, stats = self.model.loss(outputs, batch["boxes"], batch["labels"], batch["valid"])
@@ -204,6 +208,15 @@ class RetinaNetModule(L.LightningModule):
             self.log_dict(stats.as_dict("train/imbalance/"), batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         return parts["loss"]
+
+    def _training_forward(self):
+        """The network's forward for training: the model's own, or its torch.compile'd forward (a plain
+        function, so that the compiled wrapper is no submodule and the checkpoint's keys stay the same)."""
+        if not self.compile_training:
+            return self.model
+        if self._compiled_forward is None:
+            self._compiled_forward = torch.compile(self.model.forward)
+        return self._compiled_forward
 
     def _logger_writes_this_step(self) -> bool:
         """Whether Lightning writes this step's logged values (every log_every_n_steps steps)."""
