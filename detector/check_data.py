@@ -12,7 +12,8 @@ training):
 - its positive anchors (the matcher's foreground anchors matched to it); a box below fg_iou with
   positives is "rescued only by the low-quality match";
 and, per image, positive, negative and ignored anchors (`anchor_statistics`: the ratios that
-scripts/anchor_stats.py prints and the imbalance lab measures each level by). Coverage is the share of boxes whose best anchor IoU >= fg_iou.
+scripts/anchor_stats.py prints and the imbalance lab measures each level by). Coverage is the
+share of boxes whose best anchor IoU >= fg_iou.
 
 Written to DIR: check.json (the numbers below, per class and per size bucket of sqrt(w * h) in
 training pixels), label_stats.png (boxes per class; box width x height against the anchor
