@@ -18,7 +18,7 @@ SHORT = ["--trainer.limit_val_batches", 0, "--checkpoint.monitor", "null", "--ch
 def trained(tiny_synthetic, tmp_path_factory):
     """last.ckpt of a 2-step run (AdamW, lr 0.002 at batch 16, weight decay 0.05, batch 4, warmup 100 steps)."""
     run = tmp_path_factory.mktemp("base")
-    assert run_cli(fit_args(tiny_synthetic, run, "--trainer.max_steps", 2, *SHORT)) == 0
+    assert run_cli(fit_args(tiny_synthetic, run, "--trainer.max_steps", 2, "--model.lr", "0.002", *SHORT)) == 0
     return run / "ckpt" / "last.ckpt"
 
 
