@@ -61,8 +61,8 @@ class RecordLr(L.Callback):
 # configs/synthetic.yaml's milestones stay in the config: cosine ignores them without an error
 RUN = ["--trainer.max_steps", 5, "--trainer.limit_val_batches", 0, "--checkpoint.every_n_train_steps", 1,
           "--checkpoint.monitor", "null", "--checkpoint.save_top_k", -1, "--checkpoint.filename", "{step}",
-          "--checkpoint.auto_insert_metric_name", "false", "--model.warmup_steps", 1]
-COSINE = [*RUN, "--model.lr", 0.002, "--model.lr_schedule", "cosine", "--model.lr_final_factor", 0.1]
+          "--checkpoint.auto_insert_metric_name", "false", "--model.warmup_steps", 1, "--model.lr", 0.002]
+COSINE = [*RUN, "--model.lr_schedule", "cosine", "--model.lr_final_factor", 0.1]
 
 
 def _lrs(path) -> dict[int, float]:
@@ -78,7 +78,7 @@ def test_a_cosine_run_resumed_mid_run_has_the_uninterrupted_lr_and_weights_and_a
 
     ref, res = _lrs(full / "lr.jsonl"), _lrs(resumed / "lr.jsonl")
     assert sorted(ref) == [0, 1, 2, 3, 4] and sorted(res) == [2, 3, 4]  # 2: the resume step
-    base = 0.002 * 4 / 16  # COSINE's lr at configs/synthetic.yaml's reference batch 16, TINY's batch 4
+    base = 0.002 * 4 / 16  # RUN's lr at configs/synthetic.yaml's reference batch 16, TINY's batch 4
     for step in (2, 3, 4):
         assert res[step] == ref[step], step
         # by hand: t = (step - 1) / (5 - 1) after the 1-step warm-up
@@ -98,8 +98,8 @@ def test_a_cosine_run_resumed_mid_run_has_the_uninterrupted_lr_and_weights_and_a
     torch.save(old, tmp_path / "old.ckpt")
     before = tmp_path / "before"
     before.mkdir()
-    assert run_cli(fit_args(tiny_synthetic, before, *RUN, "--model.lr", 0.002,
-                            callback_arg(RecordLr, path=str(before / "lr.jsonl")), "--ckpt_path", tmp_path / "old.ckpt")) == 0
+    assert run_cli(fit_args(tiny_synthetic, before, *RUN, callback_arg(RecordLr, path=str(before / "lr.jsonl")),
+                            "--ckpt_path", tmp_path / "old.ckpt")) == 0
     assert _lrs(before / "lr.jsonl") == pytest.approx({2: base, 3: base, 4: base}, rel=1e-12)  # past the warm-up, before the milestones
 
 
