@@ -18,6 +18,7 @@ import numpy as np
 from ..io import write_atomic
 from .cells import GAPS, NOISE_FLOOR, THRESHOLDS, best_cells, gap, run_ap
 from .first_step import first_step_rows
+from .plan import PRESET_DIR
 from .plots import PLOT_TITLES, write_lab_plots, write_plots
 from .records import FINAL_LOSS_WINDOW, METRICS, csv_text, load_results, load_stats, read_rows, recorded_commands
 from .variants import split_name
@@ -122,11 +123,13 @@ def _pct(value: Any) -> str:
 
 
 def shown_path(path: Path) -> str:
-    """The path relative to the working directory when it lies under it (tables name no home folders)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    """The path relative to the repository root, else to the working directory, when it lies under one (tables
+    and records name no home folders or checkouts)."""
+    resolved = Path(path).resolve()
+    for root in (PRESET_DIR.parents[1], Path.cwd()):
+        if resolved.is_relative_to(root.resolve()):
+            return str(resolved.relative_to(root.resolve()))
+    return str(path)
 
 
 def write_report(study, plots: bool = True) -> list[dict]:

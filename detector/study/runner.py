@@ -35,7 +35,7 @@ from ..io import write_atomic
 from .cells import best_cells
 from .plan import Lab, LabError, Level, Optimizer, Study, StudyError
 from .records import METRICS, code_version, csv_text, final_losses, load_results, read_rows, recorded_commands
-from .report import cell_runs, write_lab_report, write_report
+from .report import cell_runs, shown_path, write_lab_report, write_report
 from .variants import Variant
 
 #: train.csv's columns and the logged keys they hold.
@@ -50,7 +50,7 @@ TRAIN_KEYS: dict[str, str] = {
 def variant_config_text(study: Study, variant: Variant) -> str:
     """runs/<variant>/config.yaml's text; a resume compares it with the file on disk byte for byte."""
     config_path = study.run_dir(variant) / "config.yaml"
-    header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {study.preset}).\n"
+    header = (f"# Variant {variant.name} of the loss study in {study.out} (preset {shown_path(study.preset)}).\n"
               f"# Written by detector.study.runner; train it alone with:\n"
               f"#   python scripts/train.py fit --config {config_path}\n")
     return header + yaml.safe_dump(study.variant_config(variant), sort_keys=False)
@@ -191,7 +191,7 @@ def prepare_study(study: Study, log: Callable[[str], None] = print) -> None:
 def write_study_json(study: Study) -> None:
     """OUT/study.json: the shared settings, their fingerprint, and every command that trained here."""
     write_record_json(study.out / "study.json", study.command, {
-        "preset": str(study.preset), "fingerprint": study.fingerprint, "variants": study.settings["variants"],
+        "preset": shown_path(study.preset), "fingerprint": study.fingerprint, "variants": study.settings["variants"],
         "overrides": [f"--{k} {v}" for k, v in study.overrides], "shared": _jsonable(study.shared())})
 
 
@@ -384,7 +384,7 @@ def run_lab(lab: Lab, *, stage: str = "all", shard: tuple[int, int] | None = Non
                        "every grid is complete; --gpus runs the two stages in turn)")
     lab.out.mkdir(parents=True, exist_ok=True)
     write_record_json(lab.out / "lab.json", lab.command, {
-        "preset": str(lab.preset), "study": lab.settings, "overrides": [f"--{k} {v}" for k, v in lab.overrides]})
+        "preset": shown_path(lab.preset), "study": lab.settings, "overrides": [f"--{k} {v}" for k, v in lab.overrides]})
     for level in lab.levels:
         measure_level(lab, level, log)
     _train(lambda: [(lab.cell_study(lv, o), v, f"[lab] {lv.name} / {o.name} / {v.name}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from detector.study import StudyError, build_study, run_study
-from detector.study.runner import write_study_json
+from detector.study.runner import variant_config_text, write_study_json
 from detector.study.plots import PLOTS
 from detector.study.report import RESULT_COLUMNS
 from tests.study.conftest import PNG_MAGIC, run_ablate
@@ -91,3 +91,14 @@ def test_list_names_the_study_presets_not_the_plain_training_configs_beside_them
     assert run_ablate("--list") == 0
     presets = capsys.readouterr().out.splitlines()[0].removeprefix("presets: ").split(", ")
     assert presets == ["canvas", "dense", "imbalance", "quick", "voc"]  # configs/ablation/gradients.yaml: not one
+
+
+def test_records_name_a_preset_by_its_path_in_the_repository_not_the_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository: the named preset resolves to an absolute path
+    study, variants = build_study("quick", tmp_path / "out", variants="ce_prior")
+    assert study.preset.is_absolute()
+    (tmp_path / "out").mkdir()
+    write_study_json(study)
+    assert json.loads((tmp_path / "out" / "study.json").read_text())["preset"] == "configs/ablation/quick.yaml"
+    header = variant_config_text(study, variants[0]).splitlines()[0]
+    assert header.endswith("(preset configs/ablation/quick.yaml).")
