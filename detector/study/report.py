@@ -181,14 +181,29 @@ def runs_csv(rows: list[dict]) -> str:
     return csv_text(RUN_COLUMNS, sorted(rows, key=order), value)
 
 
-def last_gain(val_csv: Path) -> float | None:
-    """AP at the last validation minus AP at the one before (None with fewer than two)."""
-    rows = sorted((int(r["step"]), r["AP"]) for r in read_rows(val_csv) if r.get("AP") not in (None, ""))
-    return float(rows[-1][1]) - float(rows[-2][1]) if len(rows) >= 2 else None
+#: A curve whose last third adds less AP than this counts as a plateau.
+PLATEAU_GAIN = 0.005
+
+
+def ap_gain(val_csv: Path, over: float | None = None) -> float | None:
+    """AP at the last validation minus AP at the one before; with `over`, minus AP `over` of the steps before
+    the end (linear between the validations around that step). None without enough curve to say."""
+    rows = sorted((int(r["step"]), float(r["AP"])) for r in read_rows(val_csv) if r.get("AP") not in (None, ""))
+    if len(rows) < 2:
+        return None
+    steps, aps = zip(*rows)
+    if over is None:
+        return aps[-1] - aps[-2]
+    at = (1 - over) * steps[-1]
+    return None if at < steps[0] else aps[-1] - float(np.interp(at, steps, aps))
 
 
 def _f(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _signed(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.3f}"
 
 
 def summary_markdown(lab, rows: list[dict]) -> str:
@@ -216,10 +231,12 @@ def summary_markdown(lab, rows: list[dict]) -> str:
             "Best lr chosen on the first seed's AP (score ≥ 0.05); the other seeds rerun that lr. AP at 0.001 is "
             "the same model's detections down to score 0.001. `edge`: the best lr is at an end of the grid. The "
             "recipe row is the recipe lr at the first seed. Last-interval gain: the first seed's AP at the end minus "
-            "its AP at the validation before (how flat the curve is at the end).", "",
+            "its AP at the validation before (how flat the curve is at the end). Last-third gain, per seed: AP at "
+            "the end minus AP at two thirds of the steps (linear between the validations around it); a curve "
+            f"whose last third adds less than {PLATEAU_GAIN:g} is at a plateau.", "",
             "| level | optimizer | loss | best lr | AP per seed (≥ 0.05) | AP per seed (≥ 0.001) | mean AP | "
-            "recipe-lr AP (≥ 0.05 / ≥ 0.001) | last-interval AP gain | grid complete |",
-            "|---|---|---|---:|---|---|---:|---|---:|---|"]
+            "recipe-lr AP (≥ 0.05 / ≥ 0.001) | last-interval AP gain | last-third AP gain per seed | grid complete |",
+            "|---|---|---|---:|---|---|---:|---|---:|---|---|"]
     order = {lv.name: i for i, lv in enumerate(lab.levels)}
     for key in sorted(cells, key=lambda k: (k[1], order.get(k[0], 99), lab.losses.index(k[2]) if k[2] in lab.losses else 99)):
         c = cells[key]
@@ -229,10 +246,10 @@ def summary_markdown(lab, rows: list[dict]) -> str:
         mean = np.mean([run_ap(c["by_seed"][s]) for s in seeds])
         rec = c["recipe"]
         recipe = "–" if rec is None else f"{_f(run_ap(rec))} / {_f(run_ap(rec, 'AP_low'))}"
-        rise = last_gain(c["run"]["folder"] / "val.csv")
+        rise = ap_gain(c["run"]["folder"] / "val.csv")
+        third = ", ".join(f"s{s} {_signed(ap_gain(c['by_seed'][s]['folder'] / 'val.csv', over=1 / 3))}" for s in seeds)
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {c['lr']:g}{' (edge)' if c['edge'] else ''} | {hi} | {lo} | "
-                   f"{mean:.3f} | {recipe} | {'–' if rise is None else f'{rise:+.3f}'} | "
-                   f"{'yes' if c['complete'] else 'no'} |")
+                   f"{mean:.3f} | {recipe} | {_signed(rise)} | {third} | {'yes' if c['complete'] else 'no'} |")
     out += ["", "## Gaps", "",
             "AP(loss) − AP(CE with π = 0.01) of the best cells, per seed; a gap no larger than the seed spread (the "
             "larger AP range of the two losses over the seeds) is a tie. When both cells' mean AP is below "

@@ -10,6 +10,7 @@ import torch
 
 from detector.study import StudyError, build_study
 from detector.study.plan import load_preset, parse_overrides
+from detector.study.report import ap_gain
 from detector.study.stats import anchor_losses, loss_cdf, summarize, top_share
 from detector.study.variants import VariantError, parse_variant, parse_variants
 
@@ -143,3 +144,15 @@ def test_scores_of_confident_logits_match_torch_sigmoid_without_overflow_warning
     assert stats["background_score_quantiles"]["50"] == pytest.approx(round(float(np.quantile(bg, 0.5)), 8))
     assert stats["background_above_inference_score_per_image"] == pytest.approx(round(float((bg >= 0.05).sum()) / 3, 3))
     assert stats["positive_score_median"] == pytest.approx(0.5)  # sigmoid(0), the median of 0, 0.818, 0.5
+
+
+def test_ap_gain_over_the_last_interval_and_the_last_third_by_hand(tmp_path):
+    val = tmp_path / "val.csv"
+    val.write_text("step,AP\n100,0.1\n200,0.2\n300,0.25\n400,0.26\n")
+    assert ap_gain(val) == pytest.approx(0.01)
+    # two thirds of 400 is step 266.7: 0.2 + (0.25 - 0.2) * 66.7 / 100 = 0.2333 by linear interpolation
+    assert ap_gain(val, over=1 / 3) == pytest.approx(0.26 - (0.2 + 0.05 * (400 * 2 / 3 - 200) / 100))
+    val.write_text("step,AP\n300,0.25\n400,0.26\n")  # the curve does not reach back to step 266.7
+    assert ap_gain(val, over=1 / 3) is None and ap_gain(val) == pytest.approx(0.01)
+    val.write_text("step,AP\n400,0.26\n")
+    assert ap_gain(val) is None and ap_gain(tmp_path / "missing.csv", over=1 / 3) is None
