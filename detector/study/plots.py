@@ -5,8 +5,9 @@ of the AP-against-gamma/alpha figures, for the shape only; a row with a `+` depa
 the lab's figures a loss has one colour (the preset's order) and an optimizer one line style; titles name
 the level, optimizer and seed. gap_vs_imbalance.png: the gaps of the best cells (detector.study.cells)
 against the measured anchor ratio, error bars the tie rule's seed spread, hollow when preliminary, a cross
-off the line at the noise floor; ap_over_steps_best.png; first_step_loss.png (detector.study.first_step);
-and in each <level>_<optimizer>/ folder the AP curves, Figure-4 CDF and score histograms of its best cells.
+off the line at the noise floor; ap_over_steps_best.png (every seed of the best cells); first_step_loss.png
+(detector.study.first_step); and in each <level>_<optimizer>/ folder the AP curves, Figure-4 CDF and score
+histograms of its best cells.
 """
 
 from __future__ import annotations
@@ -76,14 +77,15 @@ def _recipe_row(r: dict) -> bool:
     return bool(r.get("prior_init")) and "+" not in r["variant"]
 
 
-def _ap_curves(ax, runs: list[dict], color: dict, label=lambda r: r["variant"], ls: str = "-") -> bool:
+def _ap_curves(ax, runs: list[dict], color: dict, label=lambda r: r["variant"], ls: str = "-", **line) -> bool:
     """Each run's validation AP against the step (val.csv), a cross at 0 where it diverged; whether any was drawn.
-    color: {variant: colour}; label: a run's legend entry."""
+    color: {variant: colour}; label: a run's legend entry; line: more of matplotlib's plot keywords."""
     drawn = False
     for r in runs:
         val = read_columns(r["folder"] / "val.csv")
         if val:
-            ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color[r["variant"]], ls=ls, label=label(r))
+            ax.plot(val["step"], val["AP"], **{"marker": "o", "ms": 3, **line}, color=color[r["variant"]], ls=ls,
+                    label=label(r))
         if r.get("diverged"):
             ax.plot([r["diverged_step"]], [0.0], marker="x", ms=9, mew=2, color=color[r["variant"]],
                     label=f"{label(r)} (diverged at step {r['diverged_step']})")
@@ -318,15 +320,19 @@ def plot_ap_over_steps_best(lab, cells: dict, path: Path) -> None:
     colors = palette(lab.losses)
     for ax, level in zip(axes, lab.levels):
         for oi, optimizer in enumerate(lab.optimizers):
-            best = [c["run"] for loss in lab.losses if (c := cells.get((level.name, optimizer.name, loss)))]
-            _ap_curves(ax, best, {r["variant"]: colors[r["loss"]] for r in best},
-                       lambda r, o=optimizer.name: f"{r['loss']} lr {r['lr']:g}, {o}", LINE_STYLES[oi % 3])
+            found = [c for loss in lab.losses if (c := cells.get((level.name, optimizer.name, loss)))]
+            for seed in lab.seeds:  # the first seed solid, the others hollow and fainter
+                runs = [c["by_seed"][seed] for c in found if seed in c["by_seed"]]
+                look = {} if seed == lab.seeds[0] else {"mfc": "white", "alpha": 0.6}
+                _ap_curves(ax, runs, {r["variant"]: colors[r["loss"]] for r in runs},
+                           lambda r, o=optimizer.name: f"{r['loss']} lr {r['lr']:g}, {o}, seed {r['seed']}",
+                           LINE_STYLES[oi % 3], **look)
         ax.set(xlabel="training step", ylabel="validation AP", title=f"level {level.name}{_ratio_label(lab, level)}")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, loc="upper left", handlelength=4)
-    fig.suptitle(f"AP over training of the best-of-grid cells, seed {lab.seeds[0]} "
-                 f"({', '.join(f'{o.name} {LINE_STYLES[i % 3]}' for i, o in enumerate(lab.optimizers))})")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), handlelength=4)  # below: off the curves
+    fig.suptitle(f"AP over training of the best-of-grid cells, every seed (seed {lab.seeds[0]} solid, the others "
+                 f"hollow; {', '.join(f'{o.name} {LINE_STYLES[i % 3]}' for i, o in enumerate(lab.optimizers))})")
     _finish(fig, [ax for ax in axes if not ax.lines], path, False, "no finished cell yet")
 
 

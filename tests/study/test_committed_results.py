@@ -26,8 +26,9 @@ from tests.data.fixtures import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/study.json"))
-LABS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/lab.json"))
-LAB_RUNS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/*/*/runs/*/result.json"))
+# a lab may hold another (the imbalance lab's finer sparse grid sits inside its folder)
+LABS = sorted(p.parent.relative_to(REPO) for p in REPO.glob("docs/ablation/**/lab.json"))
+LAB_RUNS = sorted(run.parent.relative_to(REPO) for lab in LABS for run in (REPO / lab).glob("*/runs/*/result.json"))
 
 
 def _args(record: Path) -> tuple:
