@@ -84,8 +84,7 @@ def _ap_curves(ax, runs: list[dict], color: dict, label=lambda r: r["variant"], 
     for r in runs:
         val = read_columns(r["folder"] / "val.csv")
         if val:
-            ax.plot(val["step"], val["AP"], **{"marker": "o", "ms": 3, **line}, color=color[r["variant"]], ls=ls,
-                    label=label(r))
+            ax.plot(val["step"], val["AP"], marker="o", ms=3, color=color[r["variant"]], ls=ls, label=label(r), **line)
         if r.get("diverged"):
             ax.plot([r["diverged_step"]], [0.0], marker="x", ms=9, mew=2, color=color[r["variant"]],
                     label=f"{label(r)} (diverged at step {r['diverged_step']})")
@@ -330,7 +329,8 @@ def plot_ap_over_steps_best(lab, cells: dict, path: Path) -> None:
         ax.set(xlabel="training step", ylabel="validation AP", title=f"level {level.name}{_ratio_label(lab, level)}")
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), handlelength=4)  # below: off the curves
+            # below the panel: with every seed the legend would cover the curves
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), handlelength=4)
     fig.suptitle(f"AP over training of the best-of-grid cells, every seed (seed {lab.seeds[0]} solid, the others "
                  f"hollow; {', '.join(f'{o.name} {LINE_STYLES[i % 3]}' for i, o in enumerate(lab.optimizers))})")
     _finish(fig, [ax for ax in axes if not ax.lines], path, False, "no finished cell yet")

@@ -107,3 +107,5 @@ def test_the_reference_run_is_among_the_pinned_ones():
     assert Path("docs/ablation/imbalance/dense_adamw/runs/ce_prior+lr0.002") in LAB_RUNS
     assert Path("docs/ablation/quick") in STUDIES
     assert Path("docs/ablation/imbalance") in LABS
+    assert Path("docs/ablation/imbalance/sparse_fine") in LABS  # a lab inside a lab's folder
+    assert Path("docs/ablation/imbalance/sparse_fine/sparse_adamw/runs/ce_prior+lr0.0011") in LAB_RUNS
