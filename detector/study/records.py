@@ -74,8 +74,9 @@ def recorded_commands(path: Path) -> list[str]:
 
 
 def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, Any]:
-    """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files differ
-    from it}; both None outside a git checkout (an installed wheel) or without git."""
+    """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files outside
+    docs/ differ from it}; both None outside a git checkout (an installed wheel) or without git. docs/ holds the
+    study's own records (lab.json gains the command before a run trains), which no run reads."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30)
@@ -84,7 +85,7 @@ def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, 
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)docs") if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

@@ -220,8 +220,15 @@ def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
     assert code_version(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "new.txt").write_text("untracked files do not count\n")
     assert code_version(tmp_path)["dirty"] is False
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "lab.json").write_text("{}\n")
+    git("add", "docs/lab.json")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "two")
+    head = git("log", "-1", "--format=%H").strip()
+    (tmp_path / "docs" / "lab.json").write_text('{"commands": ["the study records its own command"]}\n')
+    assert code_version(tmp_path / "docs")["dirty"] is False  # the study's records are not its code
     (tmp_path / "a.py").write_text("x = 2\n")
-    assert code_version(tmp_path) == {"commit": head, "dirty": True}
+    assert code_version(tmp_path / "docs") == {"commit": head, "dirty": True}
 
 
 def test_the_lab_refuses_unknown_levels_and_a_first_seed_that_is_not_the_grids():
