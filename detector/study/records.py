@@ -75,8 +75,9 @@ def recorded_commands(path: Path) -> list[str]:
 
 def code_version(where: str | os.PathLike = Path(__file__).parent) -> dict[str, Any]:
     """{"commit": the HEAD commit of the git checkout holding `where`, "dirty": whether tracked files outside
-    docs/ differ from it}; both None outside a git checkout (an installed wheel) or without git. docs/ holds the
-    study's own records (lab.json gains the command before a run trains), which no run reads."""
+    docs/ differ from it}; both None outside a git checkout (an installed wheel) or without git. docs/ holds what
+    the study writes itself (lab.json gains the command before a run trains); what a run reads from there is the
+    study's own output, recorded in the run's config.yaml."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30)
