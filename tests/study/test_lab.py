@@ -211,20 +211,21 @@ def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
     def git(*args):
         return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
 
+    def commit(path: str) -> str:
+        git("add", path)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", path)
+        return git("log", "-1", "--format=%H").strip()
+
     assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
     git("init", "-q")
     (tmp_path / "a.py").write_text("x = 1\n")
-    git("add", "a.py")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    head = git("log", "-1", "--format=%H").strip()
+    head = commit("a.py")
     assert code_version(tmp_path) == {"commit": head, "dirty": False}
     (tmp_path / "new.txt").write_text("untracked files do not count\n")
     assert code_version(tmp_path)["dirty"] is False
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "lab.json").write_text("{}\n")
-    git("add", "docs/lab.json")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "two")
-    head = git("log", "-1", "--format=%H").strip()
+    head = commit("docs/lab.json")
     (tmp_path / "docs" / "lab.json").write_text('{"commands": ["the study records its own command"]}\n')
     assert code_version(tmp_path / "docs")["dirty"] is False  # the study's records are not its code
     (tmp_path / "a.py").write_text("x = 2\n")
